@@ -1,0 +1,113 @@
+"""Base class of every REST API handler: JSON in, JSON out, one error shape.
+
+Errors are always ``{"status": N, "message": "..."}``; a client never sees a traceback.
+Cookie-authenticated calls (the browser) must carry the XSRF token on every method and a JSON
+(or no) content type; token-authenticated calls need neither.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tornado import web
+
+from hub.handlers.base import BaseHandler, HubError
+from hub.services import scopes as sc
+
+JSON_TYPES = ("application/json", "")
+
+
+class APIHandler(BaseHandler):
+    """JSON handlers under ``/hub/api``."""
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def prepare(self) -> None:
+        limit = self.hub.config.api_body_limit
+        length = self.request.headers.get("Content-Length")
+        if (length and length.isdigit() and int(length) > limit) or len(self.request.body) > limit:
+            raise HubError(413, f"Request body larger than {limit} bytes")
+        super().prepare()
+        if self.identity is not None and self.identity.kind == "cookie":
+            if self.request.method in ("GET", "HEAD"):
+                self.check_xsrf_cookie()  # the contract requires it on every method
+            ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if self.request.body and ctype not in JSON_TYPES:
+                raise HubError(400, "Content-Type must be application/json")
+
+    def on_unauthenticated(self) -> None:
+        raise HubError(403, "Missing or invalid credentials")
+
+    def check_xsrf_cookie(self) -> None:
+        if self.identity is None:
+            return  # unauthenticated API calls are refused anyway; nothing to forge
+        super().check_xsrf_cookie()
+
+    # --- input -----------------------------------------------------------------------------
+    def json_body(self, allowed: dict[str, type | tuple[type, ...]] | None = None,
+                  required: tuple[str, ...] = (), default: Any = None) -> Any:
+        """Parse the body as a JSON object, checking keys and value types.
+
+        An empty body gives ``default`` (``{}`` when ``allowed`` is given).
+        """
+        if not self.request.body.strip():
+            if required:
+                raise HubError(400, f"Missing JSON body with {', '.join(required)}")
+            return {} if allowed is not None and default is None else default
+        try:
+            data = json.loads(self.request.body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise HubError(400, "Request body is not valid UTF-8") from None
+        except ValueError:
+            raise HubError(400, "Request body is not valid JSON") from None
+        if allowed is None:
+            return data
+        if not isinstance(data, dict):
+            raise HubError(400, "Request body must be a JSON object")
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise HubError(400, f"Unknown keys: {', '.join(unknown[:10])}")
+        for key, typ in allowed.items():
+            if key in data and not _type_ok(data[key], typ):
+                raise HubError(400, f"Wrong type for {key!r}")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise HubError(400, f"Missing keys: {', '.join(missing)}")
+        return data
+
+    # --- output ----------------------------------------------------------------------------
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "message", None)
+        if message is None:
+            message = self._reason if isinstance(exc, web.HTTPError) else "Internal server error"
+        for name, value in getattr(exc, "headers", {}).items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    # --- authorization ---------------------------------------------------------------------
+    def require(self, needed: str, res: sc.Resource | None = None, *,
+                hide: bool = True) -> None:
+        """403 (or 404 when ``hide`` and the caller may not even see it) unless allowed."""
+        assert self.identity is not None
+        if self.identity.can(needed, res):
+            return
+        raise HubError(403, f"Action is not authorized with current scopes; requires {needed}")
+
+
+def _type_ok(value: Any, typ: type | tuple[type, ...]) -> bool:
+    types = typ if isinstance(typ, tuple) else (typ,)
+    if bool not in types and isinstance(value, bool):
+        return False  # JSON true is not an int here
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        return True
+    return isinstance(value, types)

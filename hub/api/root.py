@@ -1,0 +1,72 @@
+"""API root: version, info, health, and ``/user`` (who am I)."""
+
+from __future__ import annotations
+
+import sys
+
+from hub import API_VERSION, __version__
+from hub.api.base import APIHandler
+from hub.api.models import user_model
+from hub.db.database import transaction
+from hub.services import users
+
+
+class RootHandler(APIHandler):
+    """``GET /hub/api/`` — the API version, no auth (single-user servers probe it)."""
+
+    public = True
+
+    def get(self) -> None:
+        self.write_json({"version": API_VERSION})
+
+
+class HealthHandler(APIHandler):
+    """Liveness probe for load balancers; no auth."""
+
+    public = True
+
+    def get(self) -> None:
+        self.write_json({"status": "ok"})
+
+    def head(self) -> None:
+        self.set_status(200)
+
+
+class InfoHandler(APIHandler):
+    """``GET /hub/api/info`` — versions and the configured authenticator and spawner."""
+
+    def get(self) -> None:
+        self.require("read:hub")
+        cfg = self.hub.config
+        self.write_json({
+            "version": API_VERSION,
+            "himalia_version": __version__,
+            "python": sys.version,
+            "sys_executable": sys.executable,
+            "authenticator": {"class": type(self.hub.authenticator).__qualname__,
+                              "version": __version__},
+            "spawner": {"class": str(cfg.spawner), "version": __version__},
+        })
+
+
+class SelfHandler(APIHandler):
+    """``GET /hub/api/user`` — the caller's model with scopes, session and token ids."""
+
+    def get(self) -> None:
+        assert self.identity is not None
+        with transaction(self.hub.db) as session:
+            user = users.require(session, self.identity.name)
+            model = user_model(self, user, full=True)
+        model["scopes"] = sorted(self.identity.scopes)
+        model["session_id"] = self.identity.session_id
+        model["token_id"] = self.identity.token_id
+        self.write_json(model)
+
+
+routes = [
+    (r"api/?", RootHandler),
+    (r"api/info", InfoHandler),
+    (r"api/health", HealthHandler),
+    (r"health", HealthHandler),
+    (r"api/user", SelfHandler),
+]

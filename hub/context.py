@@ -1,0 +1,44 @@
+"""The hub's shared services, built once at start-up and handed to every handler.
+
+Handlers receive this object through ``initialize(hub=...)`` (see :mod:`hub.app`) and reach
+their dependencies as typed attributes; there are no module globals.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import jinja2
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.config import Config
+from hub.services.auth import Authenticator
+from hub.services.throttle import LoginThrottle
+
+if TYPE_CHECKING:
+    from hub.services.oauth import OAuthProvider
+    from hub.services.proxy_client import ProxyClient
+    from hub.services.servers import ServerManager
+
+
+@dataclass
+class HubContext:
+    """Everything a request handler may need."""
+
+    config: Config
+    db: sessionmaker[Session]
+    authenticator: Authenticator
+    templates: jinja2.Environment
+    cookie_secret: bytes
+    throttle: LoginThrottle
+    servers: ServerManager | None = None
+    proxy: ProxyClient | None = None
+    oauth: OAuthProvider | None = None
+    custom_roles: dict[str, list[str]] = field(default_factory=dict)
+    start_time: float = field(default_factory=time.time)
+
+    def hub_prefix(self) -> str:
+        """``<base_url>hub/`` — where every hub page and API lives."""
+        return self.config.base_url + "hub/"

@@ -1,0 +1,1 @@
+"""The data layer: SQLAlchemy models and database set-up. Imports nothing from above it."""

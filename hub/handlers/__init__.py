@@ -1,0 +1,1 @@
+"""HTML pages and the handler base class shared with the REST API."""

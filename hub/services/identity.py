@@ -1,0 +1,111 @@
+"""Who is calling: resolve an API token or a login session into an :class:`Identity`.
+
+An identity carries the caller's *effective* expanded scopes: for a browser session, the
+user's roles; for a token, the token's scopes limited to its owner's (a token never exceeds
+its owner, and a revoked or expired token resolves to nothing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from hub.db.models import LoginSession, User, utcnow
+from hub.services import scopes as sc
+from hub.services import tokens
+from hub.services.users import role_names
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated caller (a user, possibly through a token)."""
+
+    user_id: int
+    name: str
+    admin: bool
+    scopes: frozenset[str]
+    kind: str  # "cookie" or "token"
+    token_id: str | None = None
+    session_id: int | None = None
+    groups: frozenset[str] = frozenset()
+
+    def can(self, needed: str, res: sc.Resource | None = None) -> bool:
+        return sc.allows(set(self.scopes), needed, res)
+
+    def on_user(self, name: str, groups: frozenset[str] = frozenset()) -> sc.Resource:
+        return sc.Resource(user=name, user_groups=groups)
+
+
+def user_scopes(user: User, custom_roles: dict[str, list[str]]) -> set[str]:
+    """Every scope the user's roles (direct and through groups) grant, expanded."""
+    raw = sc.role_scopes(role_names(user), custom_roles)
+    out = sc.expand(raw, owner=user.name)
+    # Group-filtered scopes also cover the group resource itself.
+    return out
+
+
+def _load_user(session: Session, user_id: int) -> User | None:
+    return session.scalar(
+        select(User).where(User.id == user_id)
+        .options(selectinload(User.roles), selectinload(User.groups))
+    )
+
+
+def from_token(
+    session: Session, secret: str, custom_roles: dict[str, list[str]]
+) -> Identity | None:
+    tok = tokens.lookup(session, secret)
+    if tok is None or tok.user_id is None:
+        return None
+    user = _load_user(session, tok.user_id)
+    if user is None:
+        return None
+    owner = user_scopes(user, custom_roles)
+    granted = sc.intersect(sc.expand(tok.scopes, owner=user.name), owner)
+    tokens.touch(session, tok)
+    return Identity(
+        user_id=user.id, name=user.name, admin=user.admin, scopes=frozenset(granted),
+        kind="token", token_id=("o" if tok.kind == "oauth" else "a") + str(tok.id),
+        session_id=tok.session_id, groups=frozenset(g.name for g in user.groups),
+    )
+
+
+def from_session(
+    session: Session, key: str, custom_roles: dict[str, list[str]]
+) -> Identity | None:
+    row = session.scalar(select(LoginSession).where(LoginSession.hashed == tokens.hash_token(key)))
+    if row is None or row.expires_at <= utcnow():
+        return None
+    user = _load_user(session, row.user_id)
+    if user is None:
+        return None
+    return Identity(
+        user_id=user.id, name=user.name, admin=user.admin,
+        scopes=frozenset(user_scopes(user, custom_roles)), kind="cookie",
+        session_id=row.id, groups=frozenset(g.name for g in user.groups),
+    )
+
+
+def new_session(session: Session, user: User, max_age_days: float) -> str:
+    """Create a login session; returns the secret key to put in the cookie."""
+    key = tokens.new_secret()
+    session.add(LoginSession(hashed=tokens.hash_token(key), user_id=user.id,
+                             expires_at=utcnow() + timedelta(days=max_age_days)))
+    session.flush()
+    return key
+
+
+def end_session(session: Session, key: str) -> None:
+    """Log a browser out everywhere its session reached: the session and its OAuth tokens."""
+    row = session.scalar(select(LoginSession).where(LoginSession.hashed == tokens.hash_token(key)))
+    if row is None:
+        return
+    from hub.db.models import APIToken
+
+    for hashed in session.scalars(select(APIToken.hashed).where(APIToken.session_id == row.id)):
+        tokens.forget(hashed)
+    session.query(APIToken).filter(APIToken.session_id == row.id).delete()
+    session.delete(row)

@@ -1,0 +1,138 @@
+"""Process identity from ``/proc``: a PID *plus* its start time names one process for good.
+
+PIDs are recycled, so a stored PID alone may later name an unrelated process. Linux records,
+in field 22 of ``/proc/<pid>/stat``, when each process started (clock ticks since boot); the pair
+``(pid, start_time)`` therefore never matches a different process. Every check the hub makes on a
+process it did not just create (after a hub restart, say) goes through :func:`is_alive` or
+:func:`matches`, and a process that exited but was not yet reaped (a zombie) counts as dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of ``/proc/<pid>/stat`` the hub needs."""
+
+    pid: int
+    state: str  # R, S, D, Z (zombie), X (dead), T, t, I ...
+    pgid: int
+    start_time: int  # clock ticks after boot
+
+    @property
+    def zombie(self) -> bool:
+        return self.state in ("Z", "X", "x")
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """Parse ``/proc/<pid>/stat``; None when there is no such process."""
+    if pid <= 0:
+        return None
+    try:
+        raw = (PROC / str(pid) / "stat").read_bytes().decode("utf-8", "replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # Field 2 (comm) is parenthesised and may itself contain spaces and ")": split after
+    # the *last* ")". What follows starts with field 3 (state).
+    rest = raw[raw.rfind(")") + 2 :].split()
+    try:
+        return ProcStat(pid=pid, state=rest[0], pgid=int(rest[2]), start_time=int(rest[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started (field 22, ticks after boot), or None if it does not exist."""
+    stat = read_stat(pid)
+    return stat.start_time if stat else None
+
+
+def matches(pid: int, started: int | None) -> bool:
+    """Whether ``pid`` currently names the process that started at ``started`` (zombie or not)."""
+    stat = read_stat(pid)
+    return stat is not None and started is not None and stat.start_time == started
+
+
+def is_alive(pid: int, started: int | None) -> bool:
+    """Whether the process ``(pid, started)`` exists and has not exited (zombies are dead)."""
+    stat = read_stat(pid)
+    return (
+        stat is not None and started is not None and stat.start_time == started
+        and not stat.zombie
+    )
+
+
+def reap(pid: int) -> int | None:
+    """Collect ``pid`` if it is an exited child of ours: its exit status, else None.
+
+    Only call this after :func:`matches` confirmed the identity; for a process that is not our
+    child (the usual case after a hub restart) it does nothing.
+    """
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if done == 0:
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+def signal_group(pid: int, started: int | None, sig: int) -> bool:
+    """Send ``sig`` to the process group led by ``(pid, started)``, if that leader still exists.
+
+    The identity check comes first so that a recycled PID's group is never signalled.
+    Returns whether a signal was sent.
+    """
+    if not matches(pid, started):
+        return False
+    try:
+        os.killpg(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        # Not a group leader after all, or the group holds a process we may not signal:
+        # the leader itself is ours, so signal it alone.
+        pass
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        return False
+    return True
+
+
+async def terminate(pid: int, started: int | None, timeout: float, grace: float = 3.0) -> bool:
+    """SIGTERM the group led by ``(pid, started)``, wait up to ``timeout``, then SIGKILL.
+
+    Returns True when the process is gone (or never was), False if it survived even SIGKILL
+    for ``grace`` seconds (e.g. stuck in uninterruptible I/O).
+    """
+    if not signal_group(pid, started, signal.SIGTERM):
+        reap(pid)
+        return True
+    if await wait_gone(pid, started, timeout):
+        return True
+    signal_group(pid, started, signal.SIGKILL)
+    return await wait_gone(pid, started, grace)
+
+
+async def wait_gone(pid: int, started: int | None, timeout: float) -> bool:
+    """Wait until ``(pid, started)`` is dead (reaping it if it is our child); True if it is."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        if matches(pid, started):
+            reap(pid)
+        if not is_alive(pid, started):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)

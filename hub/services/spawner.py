@@ -1,0 +1,228 @@
+"""The :class:`Spawner` contract, and the names derived from a (user, server) pair.
+
+A spawner starts, watches and stops one user server. The hub's :class:`~hub.services.servers.
+ServerManager` owns the orchestration (tokens, OAuth client, readiness, routes); a spawner only
+deals with the process (or container, or batch job) itself. Subclasses must define
+:meth:`Spawner.start`, :meth:`Spawner.poll` and :meth:`Spawner.stop` — a class that forgets one
+fails when it is *defined*, not when a user first presses Start. Intermediate base classes opt out
+with ``class Base(Spawner, abstract=True)``.
+
+The URL helpers here are the one place that turns names into paths, so that the proxy route, the
+server's prefix, its OAuth redirect URI and the links the hub renders always agree. Paths are
+percent-encoded (a base URL may hold a space or ``@``; names may hold anything but ``/``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar
+from urllib.parse import quote, unquote
+
+from hub.config import Config
+from hub.services import scopes
+
+#: One progress event: ``{"progress": 0-100, "message": str}`` (plus ``ready``/``failed``/``url``).
+ProgressEvent = dict[str, Any]
+
+# Left alone when quoting a whole path: RFC 3986 sub-delims, ":", "@", "/", and "%" so that an
+# already-encoded base URL stays as it is (the single-user server normalizes the same way).
+PATH_SAFE = "/%@!$&'()*+,;=:~"
+# Left alone when quoting one name as a path segment (JupyterHub's choice: /user/a@b.org/).
+NAME_SAFE = "@~"
+
+#: The parts of the hub's own environment a user server may see (CONTRACTS §2).
+ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH", "LD_LIBRARY_PATH")
+ENV_ALLOW_PREFIXES = ("CONDA_",)
+
+
+# --- names and URLs ------------------------------------------------------------------------------
+def url_base(base_url: str) -> str:
+    """The configured base URL as an encoded path with one leading and trailing ``/``."""
+    path = quote(base_url, safe=PATH_SAFE)
+    return "/" + path.strip("/") + "/" if path.strip("/") else "/"
+
+
+def server_prefix(base_url: str, user: str, server: str = "") -> str:
+    """``<base_url>user/<name>/[<server>/]``, encoded: the server's URL prefix."""
+    prefix = f"{url_base(base_url)}user/{quote(user, safe=NAME_SAFE)}/"
+    if server:
+        prefix += quote(server, safe=NAME_SAFE) + "/"
+    return prefix
+
+
+def route_path(base_url: str, user: str, server: str = "") -> str:
+    """The proxy routing key of a server: its prefix *decoded*, without the trailing slash.
+
+    The CHP dialect percent-decodes both the API path and each request path before matching,
+    so keys are plain text; :class:`~hub.services.proxy_client.ProxyClient` encodes them on the
+    wire.
+    """
+    return unquote(server_prefix(base_url, user, server)).rstrip("/")
+
+
+def oauth_callback_url(base_url: str, user: str, server: str = "") -> str:
+    """The server's OAuth ``redirect_uri`` (matched exactly by the hub)."""
+    return server_prefix(base_url, user, server) + "oauth_callback"
+
+
+def client_id(user: str, server: str = "") -> str:
+    """``jupyterhub-user-<name>[-<server>]``, unique per (user, server).
+
+    ``-`` in the user name is escaped (``%2D``): otherwise user ``a`` with server ``b`` and user
+    ``a-b``'s default server would share a client id, and with it OAuth cookies.
+    """
+    escaped = quote(user, safe=NAME_SAFE).replace("-", "%2D")
+    return f"jupyterhub-user-{escaped}" + (f"-{server}" if server else "")
+
+
+def access_scopes(user: str, server: str = "") -> list[str]:
+    """Scopes that grant access to this server (its OAuth clients' allowed scopes)."""
+    return [f"access:servers!server={user}/{server}", f"access:servers!user={user}"]
+
+
+def server_token_scopes(user: str, server: str = "") -> list[str]:
+    """The server's own API token: report activity, and identify users of this server."""
+    granted = scopes.BUILTIN_ROLES["server"]
+    return sorted(scopes.expand(granted, owner=user, server=f"{user}/{server}"))
+
+
+def safe_dir_name(user: str, server: str = "") -> str:
+    """A file-system-safe directory name, unique per (user, server): readable part + hash."""
+    label = f"{user}~{server}" if server else user
+    readable = re.sub(r"[^a-z0-9._~-]+", "_", label.lower())[:48].lstrip(".") or "_"
+    digest = hashlib.sha256(f"{user}\0{server}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{readable}-{digest[:10]}"
+
+
+def passthrough_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The allow-listed part of the hub's environment (never secrets: those are not listed)."""
+    return {
+        k: v for k, v in environ.items()
+        if k in ENV_ALLOW or k.startswith(ENV_ALLOW_PREFIXES)
+    }
+
+
+class SpawnerError(RuntimeError):
+    """A start failed for a reason that is safe to show the user (the message says which)."""
+
+
+class Spawner:
+    """Start, poll and stop one user server. State round-trips through the database.
+
+    Contract (all coroutines run on the hub's event loop; none may block it):
+
+    - :meth:`start` launches the server so that it binds where the environment from
+      :meth:`contract_env` says, and returns the URL the proxy should forward to
+      (``http://ip:port``). It need not wait for HTTP readiness: the manager does. It raises on
+      failure (:class:`SpawnerError` for a message the user may read). Everything needed to find
+      the server again must be in :meth:`get_state` as soon as the process exists.
+    - :meth:`poll` returns None while the server runs, else an exit status (an int; 0 when
+      there is nothing to poll). It must never report a different process as the server.
+    - :meth:`stop` ends the server (gracefully, then forcibly) and returns when it is gone;
+      stopping a stopped server is a no-op.
+    - :meth:`progress` may yield events while :meth:`start` runs (optional).
+    - :meth:`get_state` / :meth:`load_state` / :meth:`clear_state` — a JSON-able dict that lets a
+      restarted hub re-attach to a running server.
+
+    The manager sets :attr:`api_token` before calling :meth:`start`.
+    """
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("start", "poll", "stop")
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if abstract:
+            return
+        missing = [m for m in cls.REQUIRED if getattr(cls, m) is getattr(Spawner, m)]
+        if missing:
+            raise TypeError(f"{cls.__name__} must define {', '.join(missing)} (Spawner contract)")
+
+    def __init__(
+        self,
+        config: Config,
+        user: str,
+        server: str = "",
+        *,
+        hub_api_url: str,
+        user_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.user = user
+        self.server = server
+        self.hub_api_url = hub_api_url.rstrip("/")
+        self.user_options: dict[str, Any] = dict(user_options or {})
+        self.api_token: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.user!r}/{self.server!r}>"
+
+    # --- the contract --------------------------------------------------------------------
+    async def start(self) -> str:
+        """Launch the server; return the URL the proxy forwards to."""
+        raise NotImplementedError
+
+    async def poll(self) -> int | None:
+        """None while running, else an exit status."""
+        raise NotImplementedError
+
+    async def stop(self, now: bool = False) -> None:
+        """Stop the server; ``now`` shortens the graceful period."""
+        raise NotImplementedError
+
+    async def progress(self) -> AsyncIterator[ProgressEvent]:
+        """Events to show while :meth:`start` runs; the default has none."""
+        for event in ():
+            yield event
+
+    def get_state(self) -> dict[str, Any]:
+        """JSON-able state to store in the database."""
+        return {}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (possibly from an older hub)."""
+
+    def clear_state(self) -> None:
+        """Forget the server (after it stopped)."""
+
+    # --- shared helpers ------------------------------------------------------------------
+    @property
+    def prefix(self) -> str:
+        """The server's encoded URL prefix, ``<base_url>user/<name>/[<server>/]``."""
+        return server_prefix(self.config.base_url, self.user, self.server)
+
+    def contract_env(self, bind_url: str) -> dict[str, str]:
+        """The ``JUPYTERHUB_*`` variables of CONTRACTS §2; ``bind_url`` is ``http://ip:port``."""
+        if self.api_token is None:
+            raise RuntimeError("api_token must be set before the server starts")
+        cfg = self.config
+        access = json.dumps(access_scopes(self.user, self.server))
+        env = {
+            "JUPYTERHUB_API_TOKEN": self.api_token,
+            "JPY_API_TOKEN": self.api_token,
+            "JUPYTERHUB_CLIENT_ID": client_id(self.user, self.server),
+            "JUPYTERHUB_API_URL": self.hub_api_url,
+            "JUPYTERHUB_ACTIVITY_URL":
+                f"{self.hub_api_url}/users/{quote(self.user, safe=NAME_SAFE)}/activity",
+            "JUPYTERHUB_BASE_URL": url_base(cfg.base_url),
+            "JUPYTERHUB_SERVICE_PREFIX": self.prefix,
+            "JUPYTERHUB_SERVICE_URL": bind_url.rstrip("/") + self.prefix,
+            "JUPYTERHUB_USER": self.user,
+            "JUPYTERHUB_SERVER_NAME": self.server,
+            "JUPYTERHUB_HOST": "",
+            "JUPYTERHUB_OAUTH_CALLBACK_URL":
+                oauth_callback_url(cfg.base_url, self.user, self.server),
+            "JUPYTERHUB_OAUTH_ACCESS_SCOPES": access,
+            "JUPYTERHUB_OAUTH_SCOPES": access,
+            "JUPYTERHUB_OAUTH_CLIENT_ALLOWED_SCOPES": access,
+        }
+        if cfg.admin_access:
+            env["JUPYTERHUB_ADMIN_ACCESS"] = "1"
+        if cfg.root_dir:
+            env["JUPYTERHUB_ROOT_DIR"] = os.path.expanduser(str(cfg.root_dir))
+        if cfg.default_url:
+            env["JUPYTERHUB_DEFAULT_URL"] = str(cfg.default_url)
+        return env

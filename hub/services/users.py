@@ -1,0 +1,144 @@
+"""User accounts: creation, lookup, admin flag, passwords, deletion, and the user model.
+
+Handlers and the CLI both call these functions inside a :func:`hub.db.database.transaction`.
+Errors are :class:`UserError` subclasses whose message is safe to show to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from hub.db.models import APIToken, Server, User, isoformat
+from hub.services import auth, names, tokens
+
+
+class UserError(ValueError):
+    """A user operation failed; ``status`` is the HTTP status an API should answer."""
+
+    status = 400
+
+
+class UserExists(UserError):
+    status = 409
+
+
+class NoSuchUser(UserError):
+    status = 404
+
+
+def get(session: Session, name: str) -> User | None:
+    """The user called ``name`` (normalized), or None."""
+    return session.scalar(
+        select(User)
+        .where(User.name == names.normalize_username(name))
+        .options(selectinload(User.servers), selectinload(User.groups),
+                 selectinload(User.roles))
+    )
+
+
+def require(session: Session, name: str) -> User:
+    user = get(session, name)
+    if user is None:
+        raise NoSuchUser(f"no such user: {name}")
+    return user
+
+
+def create(session: Session, name: str, admin: bool = False, password: str | None = None) -> User:
+    """Create one user; raises :class:`UserExists` or :class:`UserError` for a bad name."""
+    try:
+        clean = names.clean_username(name)
+    except names.NameError_ as e:
+        raise UserError(str(e)) from None
+    if session.scalar(select(User.id).where(User.name == clean)) is not None:
+        raise UserExists(f"user {clean} already exists")
+    user = User(name=clean, admin=admin)
+    if password is not None:
+        set_password(user, password)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def create_many(session: Session, raw_names: Iterable[str], admin: bool = False) -> list[User]:
+    """Create several users at once; all or nothing."""
+    cleaned: list[str] = []
+    for raw in raw_names:
+        try:
+            cleaned.append(names.clean_username(raw))
+        except names.NameError_ as e:
+            raise UserError(f"{e}: {raw[:64]!r}") from None
+    if len(set(cleaned)) != len(cleaned):
+        raise UserError("duplicate usernames in request")
+    existing = session.scalars(select(User.name).where(User.name.in_(cleaned))).all()
+    if existing:
+        raise UserExists(f"users already exist: {', '.join(sorted(existing)[:20])}")
+    users = [User(name=n, admin=admin) for n in cleaned]
+    session.add_all(users)
+    session.flush()
+    return users
+
+
+def set_password(user: User, password: str) -> None:
+    try:
+        auth.validate_password(password)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    user.password_hash = auth.hash_password(password)
+
+
+def delete(session: Session, user: User) -> None:
+    """Delete a user with their tokens, sessions and server rows (servers must be stopped)."""
+    for hashed in session.scalars(select(APIToken.hashed).where(APIToken.user_id == user.id)):
+        tokens.forget(hashed)
+    session.delete(user)
+    session.flush()
+
+
+def rename(session: Session, user: User, new_name: str) -> None:
+    try:
+        clean = names.clean_username(new_name)
+    except names.NameError_ as e:
+        raise UserError(str(e)) from None
+    if clean != user.name and session.scalar(select(User.id).where(User.name == clean)):
+        raise UserExists(f"user {clean} already exists")
+    user.name = clean
+
+
+def role_names(user: User) -> list[str]:
+    out = ["admin"] if user.admin else ["user"]
+    out.extend(r.name for r in user.roles if r.name not in out)
+    for g in user.groups:
+        out.extend(r.name for r in g.roles if r.name not in out)
+    return out
+
+
+def server_model(server: Server, base_url: str, pending: str | None, ready: bool,
+                 include_state: bool = False) -> dict[str, Any]:
+    """JupyterHub's server model."""
+    from urllib.parse import quote
+
+    user = server.user
+    prefix = f"{base_url}user/{quote(user.name, safe='')}/"
+    if server.name:
+        prefix += quote(server.name, safe="") + "/"
+    progress = f"{base_url}hub/api/users/{quote(user.name, safe='')}/"
+    progress += f"servers/{quote(server.name, safe='')}/progress" if server.name \
+        else "server/progress"
+    model: dict[str, Any] = {
+        "name": server.name,
+        "ready": ready,
+        "pending": pending,
+        "stopped": server.started is None and pending is None,
+        "url": prefix,
+        "progress_url": progress,
+        "started": isoformat(server.started),
+        "last_activity": isoformat(server.last_activity),
+        "user_options": server.user_options or {},
+    }
+    if include_state:
+        model["state"] = server.state or {}
+    return model

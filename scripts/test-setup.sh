@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install and start what the test suite needs beyond Python packages:
+# Debian's chromium (for Playwright), wrk-free; a PostgreSQL server on loopback.
+# Idempotent. Writes scripts/test-env.sh's inputs under ${HIMALIA_TEST_STATE:-/tmp/himalia-test}.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+state=${HIMALIA_TEST_STATE:-/tmp/himalia-test}
+mkdir -p "$state"
+
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v pg_ctl >/dev/null || [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -q --no-install-recommends "${need[@]}" \
+            || { apt-get update -q && apt-get install -y -q --no-install-recommends "${need[@]}"; }
+    else
+        echo "test-setup: missing ${need[*]} and not root; those tests will be skipped" >&2
+    fi
+fi
+
+if [ "$(id -u)" = 0 ] && { command -v pg_ctl >/dev/null || [ -d /usr/lib/postgresql ]; }; then
+    PG_DIR="$state/pg" bash "$here/pg_up.sh" | tail -n 1 > "$state/pg_url"
+else
+    rm -f "$state/pg_url"
+fi
+echo "test-setup: done"
