@@ -494,7 +494,7 @@ def measure_direct(runner: Runner, port: int, plan: Plan) -> Measures:
 
 
 def measure_proxy(runner: Runner, target: Target, plan: Plan) -> Measures:
-    """Every measurement of one proxy, in an order that keeps the route table small until last."""
+    """Every measurement of one proxy; the route table stays small until the last step."""
     assert target.proc is not None
     pid = target.proc.pid
     name = target.name
@@ -502,6 +502,19 @@ def measure_proxy(runner: Runner, target: Target, plan: Plan) -> Measures:
     settle(pid, 3)
     m["rss_idle"] = rss_mb(pid)
     m["fds_idle"] = open_fds(pid)
+
+    # The churn runs first, while no pooled upstream HTTP connection can expire in the middle of
+    # it and hide (or fake) a descriptor leak.
+    log(f"{name}: websocket churn ({plan.ws_warmup_cycles} warm-up + {plan.ws_cycles} cycles)")
+    if plan.ws_warmup_cycles:
+        runner.ws_churn(target.port, plan.ws_warmup_cycles)
+    settle(pid)
+    m["churn_fds_before"] = open_fds(pid)
+    m["churn_rss_before"] = rss_mb(pid)
+    m["churn"] = runner.ws_churn(target.port, plan.ws_cycles)
+    settle(pid)
+    m["churn_fds_after"] = open_fds(pid)
+    m["churn_rss_after"] = rss_mb(pid)
 
     log(f"{name}: HTTP keep-alive load ({runner.connections} connections)")
     m["http"] = runner.http(target.port)
@@ -517,17 +530,6 @@ def measure_proxy(runner: Runner, target: Target, plan: Plan) -> Measures:
 
     log(f"{name}: websocket echo")
     m["ws_echo"] = runner.ws_echo(target.port)
-
-    log(f"{name}: websocket churn ({plan.ws_warmup_cycles} warm-up + {plan.ws_cycles} cycles)")
-    if plan.ws_warmup_cycles:
-        runner.ws_churn(target.port, plan.ws_warmup_cycles)
-    settle(pid)
-    m["churn_fds_before"] = open_fds(pid)
-    m["churn_rss_before"] = rss_mb(pid)
-    m["churn"] = runner.ws_churn(target.port, plan.ws_cycles)
-    settle(pid)
-    m["churn_fds_after"] = open_fds(pid)
-    m["churn_rss_after"] = rss_mb(pid)
 
     log(f"{name}: req/s over {len(plan.sample_paths)} user paths, default route only")
     m["routes_1"] = runner.http(target.port, many_paths=True)
@@ -846,6 +848,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.connections} connections, {duration:g} s runs; {layout}"
     )
 
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        log(f"WARNING: load average is {load_before:.2f}; other work on this machine skews results")
+
     route_paths = [f"/user/u{i:05d}" for i in range(n_routes)]
     step = max(1, n_routes // 1000)
     sample_paths = [f"{p}/api/status" for p in route_paths[::step]][:1000]
@@ -923,6 +929,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{plan.ws_warmup_cycles:,} warm-up cycles (half closed cleanly, half dropped); "
         f"route table: {n_routes:,} routes",
     ]
+    setup.append(f"1-minute load average before the run: {load_before:.2f}")
     if chp_m is None:
         setup.append(f"configurable-http-proxy not measured: {chp_why or 'failed'}")
     if him_m is None:

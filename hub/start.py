@@ -162,9 +162,13 @@ async def start(cfg: Config) -> RunningHub:
 
 async def start_services(hub: HubContext, hub_url: str) -> tuple[str, list[asyncio.Task[Any]]]:
     """Proxy, OAuth, server manager, re-attachment and background loops."""
+    from hub.services.wiring import StartupFailure
     from hub.services.wiring import start_services as wire
 
-    return await wire(hub, hub_url)
+    try:
+        return await wire(hub, hub_url)
+    except StartupFailure as e:
+        raise StartupError(str(e)) from None
 
 
 async def serve(cfg: Config) -> int:

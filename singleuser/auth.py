@@ -29,12 +29,14 @@ HttpOnly, SameSite=Lax, ``Secure`` under https, with path = the server's prefix.
 
 from __future__ import annotations
 
+import re
 import typing as t
 
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.auth.identity import IdentityProvider, User
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
+from tornado.web import decode_signed_value
 
 from singleuser.env import HubEnv
 from singleuser.hubclient import HubClient, HubUnavailable, OAuthError, UserModel
@@ -52,6 +54,41 @@ __all__ = ["HubIdentityProvider", "HubLoginHandler", "HubLogoutHandler", "OAuthC
 TOKEN_COOKIE_MAX_AGE_DAYS = 14
 #: A login must come back from the hub within this time.
 STATE_COOKIE_MAX_AGE_DAYS = 10 / (24 * 60)
+
+
+def cookie_values(handler: web.RequestHandler, name: str) -> list[str]:
+    """Every value the request carries for cookie ``name``, most specific path first.
+
+    On one origin any user server can plant a cookie with our name at path ``/``; the browser
+    then sends both, and tornado's ``get_cookie`` would see only one of them. Trying each
+    value keeps a planted cookie from breaking our login (SECURITY item 3).
+    """
+    values = []
+    for header in handler.request.headers.get_list("Cookie"):
+        for pair in header.split(";"):
+            key, sep, value = pair.strip().partition("=")
+            if sep and key == name:
+                value = value.strip()
+                if len(value) >= 2 and value[0] == value[-1] == '"':
+                    value = value[1:-1]
+                values.append(value)
+    return values
+
+
+def signed_cookie_values(handler: web.RequestHandler, name: str, max_age_days: float) -> list[str]:
+    """The values of cookie ``name`` that carry a valid signature of ours, decoded."""
+    secret = handler.application.settings["cookie_secret"]
+    valid = []
+    for raw in cookie_values(handler, name):
+        decoded = decode_signed_value(secret, name, raw, max_age_days=max_age_days)
+        if decoded is not None:
+            valid.append(decoded.decode("utf-8", "replace"))
+    return valid
+
+
+def _oauth_error_code(value: str) -> str:
+    """An OAuth ``error`` parameter safe to show and log (RFC 6749 codes are plain words)."""
+    return value if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value) else "unknown error"
 
 
 def _is_public(handler: web.RequestHandler) -> bool:
@@ -111,11 +148,12 @@ class HubIdentityProvider(IdentityProvider):
         env = self.env
         callback = env.oauth_callback_path[len(env.service_prefix) - 1:]
         kwargs = {"provider": self}
-        return [
-            (r"/login", HubLoginHandler, kwargs),  # type: ignore[list-item]
-            (r"/logout", HubLogoutHandler, kwargs),  # type: ignore[list-item]
-            (_route(callback), OAuthCallbackHandler, kwargs),  # type: ignore[list-item]
+        routes: list[t.Any] = [
+            (r"/login", HubLoginHandler, kwargs),
+            (r"/logout", HubLogoutHandler, kwargs),
+            (_route(callback), OAuthCallbackHandler, kwargs),
         ]
+        return routes
 
     def get_token(self, handler: web.RequestHandler) -> str | None:
         """The token of an ``Authorization: token|bearer`` header (never from the URL)."""
@@ -139,10 +177,9 @@ class HubIdentityProvider(IdentityProvider):
                                   **self.cookie_options_for(handler))
 
     def get_token_cookie(self, handler: web.RequestHandler) -> str | None:
-        """The access token from a valid signed cookie, if any."""
-        value = handler.get_signed_cookie(self.cookie_name_value,
-                                          max_age_days=TOKEN_COOKIE_MAX_AGE_DAYS)
-        return value.decode("utf-8", "replace") if value else None
+        """The access token from a validly signed cookie, if any."""
+        values = signed_cookie_values(handler, self.cookie_name_value, TOKEN_COOKIE_MAX_AGE_DAYS)
+        return values[0] if values else None
 
     def clear_login_cookie(self, handler: web.RequestHandler) -> None:
         """Forget the access-token cookie."""
@@ -153,7 +190,7 @@ class HubIdentityProvider(IdentityProvider):
         name = str(model["name"])
         return User(username=name, name=name, display_name=name)
 
-    async def get_user(self, handler: web.RequestHandler) -> User | None:  # type: ignore[override]
+    async def get_user(self, handler: web.RequestHandler) -> User | None:
         """Identify the request by a hub token (header first, then cookie); see module doc."""
         current = getattr(handler, "_jupyter_current_user", None)
         if current:
@@ -202,8 +239,6 @@ class HubIdentityProvider(IdentityProvider):
 
 def _route(path: str) -> str:
     """A literal URL path as a tornado route pattern."""
-    import re
-
     return re.escape(path).replace("\\/", "/")
 
 
@@ -251,15 +286,19 @@ class OAuthCallbackHandler(_HubAuthHandler):
         provider, env = self.provider, self.provider.env
         error = self.get_argument("error", "")
         if error:
-            raise web.HTTPError(403, "The hub did not authorize this login (%s).", error[:80])
-        raw = self.get_signed_cookie(provider.state_cookie_name,
-                                     max_age_days=STATE_COOKIE_MAX_AGE_DAYS)
-        login = LoginState.loads(raw)
+            raise web.HTTPError(403, "The hub did not authorize this login (%s).",
+                                _oauth_error_code(error))
+        state = self.get_argument("state", "")
+        candidates = signed_cookie_values(self, provider.state_cookie_name,
+                                          STATE_COOKIE_MAX_AGE_DAYS)
+        logins = [login for login in map(LoginState.loads, candidates)
+                  if login is not None and login.matches(state)]
         # single use: whatever happens next, this login attempt is over
         self.clear_cookie(provider.state_cookie_name, path=env.service_prefix)
-        if login is None or not login.matches(self.get_argument("state", "")):
+        if not logins:
             raise web.HTTPError(400, "OAuth state mismatch: the login expired or was started "
                                      "elsewhere. Please reload the page to log in again.")
+        login = logins[0]
         code = self.get_argument("code", "")
         if not code:
             raise web.HTTPError(400, "OAuth callback without a code.")

@@ -63,7 +63,8 @@ VARIABLES: tuple[EnvVar, ...] = (
     EnvVar("JUPYTERHUB_ACTIVITY_INTERVAL", False,
            f"seconds between activity reports, default {DEFAULT_ACTIVITY_INTERVAL:g}"),
     EnvVar("JUPYTERHUB_ROOT_DIR", False, "notebook directory, default the working directory"),
-    EnvVar("JUPYTERHUB_DEFAULT_URL", False, f"landing page under the prefix, default {DEFAULT_URL}"),
+    EnvVar("JUPYTERHUB_DEFAULT_URL", False,
+           f"landing page under the prefix, default {DEFAULT_URL}"),
 )
 
 
@@ -284,13 +285,14 @@ def from_environ(environ: Mapping[str, str] | None = None) -> HubEnv:
     prefix = "/"
     if not raw_prefix:
         if bind_port:
-            r.problem("JUPYTERHUB_SERVICE_PREFIX", "not set, and JUPYTERHUB_SERVICE_URL has no path")
+            r.problem("JUPYTERHUB_SERVICE_PREFIX",
+                      "not set, and JUPYTERHUB_SERVICE_URL has no path")
     else:
         prefix = _prefix_path(r, "JUPYTERHUB_SERVICE_PREFIX", raw_prefix)
         if url_path and quote_path(url_path.rstrip("/") + "/") != prefix:
             r.problem(
-                "JUPYTERHUB_SERVICE_URL",
-                f"path {url_path!r} differs from JUPYTERHUB_SERVICE_PREFIX {raw_prefix!r}",
+                "JUPYTERHUB_SERVICE_PREFIX",
+                f"{raw_prefix!r} differs from the path of JUPYTERHUB_SERVICE_URL {url_path!r}",
             )
     base_url = _prefix_path(r, "JUPYTERHUB_BASE_URL", r.get("JUPYTERHUB_BASE_URL") or "/")
     hub_host = _hub_host(r)

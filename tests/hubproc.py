@@ -63,7 +63,8 @@ class HubProcess:
         self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, env=env)
         ready = threading.Event()
-        threading.Thread(target=self._read, args=(self.proc, ready), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self.proc, ready), daemon=True)
+        self._reader.start()
         if not ready.wait(timeout) or not self.hub_url:
             self.stop()
             raise RuntimeError("hub did not start:\n" + "\n".join(self.lines[-60:]))
@@ -90,6 +91,9 @@ class HubProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc and self.proc.stdout and not self.proc.stdout.closed:
+            self._reader.join(5)
+            self.proc.stdout.close()
 
     def cleanup(self) -> None:
         """Stop the hub and everything it started (by recorded PID)."""

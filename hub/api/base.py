@@ -18,8 +18,16 @@ from hub.services import scopes as sc
 JSON_TYPES = ("application/json", "")
 
 
+@web.stream_request_body
 class APIHandler(BaseHandler):
-    """JSON handlers under ``/hub/api``."""
+    """JSON handlers under ``/hub/api``.
+
+    Bodies are streamed in so an oversized one is refused (413) without being held in memory:
+    a declared ``Content-Length`` over the limit is refused before reading, and a chunked body
+    stops being kept once it passes the limit.
+    """
+
+    _too_large = False
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -28,16 +36,38 @@ class APIHandler(BaseHandler):
 
     def prepare(self) -> None:
         limit = self.hub.config.api_body_limit
-        length = self.request.headers.get("Content-Length")
-        if (length and length.isdigit() and int(length) > limit) or len(self.request.body) > limit:
+        length = self.request.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > limit:
             raise HubError(413, f"Request body larger than {limit} bytes")
+        # Filled in place by data_received(); handlers read self.request.body as usual.
+        self.request.body = bytearray()
+        if self.request.connection is not None:
+            # Let an over-long chunked body drain (discarded) so we can still answer 413.
+            self.request.connection.set_max_body_size(64 * limit)  # type: ignore[attr-defined]
         super().prepare()
         if self.identity is not None and self.identity.kind == "cookie":
             if self.request.method in ("GET", "HEAD"):
                 self.check_xsrf_cookie()  # the contract requires it on every method
             ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-            if self.request.body and ctype not in JSON_TYPES:
+            has_body = length not in ("", "0") or "Transfer-Encoding" in self.request.headers
+            if has_body and ctype not in JSON_TYPES:
                 raise HubError(400, "Content-Type must be application/json")
+
+    def data_received(self, chunk: bytes) -> None:
+        body = self.request.body
+        if not isinstance(body, bytearray):  # a subclass's prepare() skipped ours
+            body = self.request.body = bytearray(body)
+        if len(body) + len(chunk) > self.hub.config.api_body_limit:
+            self._too_large = True
+            body.clear()
+            return
+        if not self._too_large:
+            body.extend(chunk)
+
+    def check_body_size(self) -> None:
+        if self._too_large:
+            limit = self.hub.config.api_body_limit
+            raise HubError(413, f"Request body larger than {limit} bytes")
 
     def on_unauthenticated(self) -> None:
         raise HubError(403, "Missing or invalid credentials")
@@ -54,6 +84,7 @@ class APIHandler(BaseHandler):
 
         An empty body gives ``default`` (``{}`` when ``allowed`` is given).
         """
+        self.check_body_size()
         if not self.request.body.strip():
             if required:
                 raise HubError(400, f"Missing JSON body with {', '.join(required)}")

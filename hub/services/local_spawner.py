@@ -137,11 +137,15 @@ class LocalProcessSpawner(Spawner):
         if self.pid is None:
             return
         timeout = self.term_timeout_now if now else self.term_timeout
-        gone = await procinfo.terminate(self.pid, self.start_time, timeout)
-        if self.proc is not None:
-            self.proc.poll()  # collect the exit status if terminate() did not
+        gone = await procinfo.terminate(self.pid, self.start_time, timeout, reaper=self._reap)
         if not gone:
             log.error("%r (pid %d) survived SIGKILL; giving up on it", self, self.pid)
+
+    def _reap(self, pid: int) -> int | None:
+        # Through the Popen when we have it, so that it keeps the exit status for poll().
+        if self.proc is not None and self.proc.pid == pid:
+            return self.proc.poll()
+        return procinfo.reap(pid)
 
     async def progress(self) -> AsyncIterator[ProgressEvent]:
         await self._started.wait()

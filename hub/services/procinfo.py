@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,28 +109,34 @@ def signal_group(pid: int, started: int | None, sig: int) -> bool:
     return True
 
 
-async def terminate(pid: int, started: int | None, timeout: float, grace: float = 3.0) -> bool:
+Reaper = Callable[[int], object]
+
+
+async def terminate(pid: int, started: int | None, timeout: float, grace: float = 3.0,
+                    reaper: Reaper = reap) -> bool:
     """SIGTERM the group led by ``(pid, started)``, wait up to ``timeout``, then SIGKILL.
 
     Returns True when the process is gone (or never was), False if it survived even SIGKILL
-    for ``grace`` seconds (e.g. stuck in uninterruptible I/O).
+    for ``grace`` seconds (e.g. stuck in uninterruptible I/O). ``reaper`` collects our own
+    exited child (pass ``Popen.poll`` semantics to keep its exit status in the Popen).
     """
     if not signal_group(pid, started, signal.SIGTERM):
-        reap(pid)
+        if matches(pid, started):
+            reaper(pid)
         return True
-    if await wait_gone(pid, started, timeout):
+    if await wait_gone(pid, started, timeout, reaper):
         return True
     signal_group(pid, started, signal.SIGKILL)
-    return await wait_gone(pid, started, grace)
+    return await wait_gone(pid, started, grace, reaper)
 
 
-async def wait_gone(pid: int, started: int | None, timeout: float) -> bool:
+async def wait_gone(pid: int, started: int | None, timeout: float, reaper: Reaper = reap) -> bool:
     """Wait until ``(pid, started)`` is dead (reaping it if it is our child); True if it is."""
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
         if matches(pid, started):
-            reap(pid)
+            reaper(pid)
         if not is_alive(pid, started):
             return True
         if time.monotonic() >= deadline:

@@ -14,13 +14,15 @@ percent-encoded (a base URL may hold a space or ``@``; names may hold anything b
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote, unquote
+from urllib.parse import quote, urlsplit
 
 from hub.config import Config
 from hub.services import scopes
@@ -55,13 +57,8 @@ def server_prefix(base_url: str, user: str, server: str = "") -> str:
 
 
 def route_path(base_url: str, user: str, server: str = "") -> str:
-    """The proxy routing key of a server: its prefix *decoded*, without the trailing slash.
-
-    The CHP dialect percent-decodes both the API path and each request path before matching,
-    so keys are plain text; :class:`~hub.services.proxy_client.ProxyClient` encodes them on the
-    wire.
-    """
-    return unquote(server_prefix(base_url, user, server)).rstrip("/")
+    """The proxy routing key of a server: its encoded prefix without the trailing slash."""
+    return server_prefix(base_url, user, server).rstrip("/")
 
 
 def oauth_callback_url(base_url: str, user: str, server: str = "") -> str:
@@ -106,6 +103,36 @@ def passthrough_env(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+async def http_status(url: str, timeout: float) -> int | None:
+    """Status code of ``GET url`` (plain http), or None if there is no complete answer in time.
+
+    A raw request rather than a pooled HTTP client: readiness probes of many starting servers
+    must not queue behind one that accepts connections but never answers.
+    """
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    path = parts.path or "/"
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                         "Connection: close\r\n\r\n".encode("latin-1"))
+            await writer.drain()
+            line = await reader.readline()
+    except (OSError, TimeoutError, ValueError):
+        return None
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    fields = line.split()
+    if len(fields) >= 2 and fields[0].startswith(b"HTTP/") and fields[1].isdigit():
+        return int(fields[1])
+    return None
+
+
 class SpawnerError(RuntimeError):
     """A start failed for a reason that is safe to show the user (the message says which)."""
 
@@ -126,7 +153,9 @@ class Spawner:
       stopping a stopped server is a no-op.
     - :meth:`progress` may yield events while :meth:`start` runs (optional).
     - :meth:`get_state` / :meth:`load_state` / :meth:`clear_state` — a JSON-able dict that lets a
-      restarted hub re-attach to a running server.
+      restarted hub re-attach to a running server. The manager stores it with one key of its
+      own added, ``"target"`` (what :meth:`start` returned); :meth:`load_state` gets it back and
+      may ignore it.
 
     The manager sets :attr:`api_token` before calling :meth:`start`.
     """
@@ -175,7 +204,8 @@ class Spawner:
 
     async def progress(self) -> AsyncIterator[ProgressEvent]:
         """Events to show while :meth:`start` runs; the default has none."""
-        for event in ():
+        events: tuple[ProgressEvent, ...] = ()
+        for event in events:
             yield event
 
     def get_state(self) -> dict[str, Any]:

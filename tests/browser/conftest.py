@@ -1,0 +1,92 @@
+"""Playwright fixtures driving Debian's Chromium (``/usr/bin/chromium``, see BROWSER.md).
+
+Never ``playwright install``: the package drives the system browser. Without the
+background-networking flags Chromium keeps trying to reach outside hosts, which our network
+refuses. Tests are skipped, saying why, only when the browser is not installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install "
+                    "chromium) to run the browser tests")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass
+class Console:
+    """Errors the page reported (console errors, CSP violations, uncaught exceptions)."""
+
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (page URL, text)
+
+    def on_message(self, page: Page, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append((page.url, message.text))
+
+    def on_error(self, page: Page, error: Error) -> None:
+        self.errors.append((page.url, f"uncaught: {error}"))
+
+    def on(self, url_part: str) -> list[str]:
+        """Errors reported while the page's URL contained ``url_part``."""
+        return [text for url, text in self.errors if url_part in url]
+
+
+@dataclass
+class Screenshots:
+    """Numbered full-page screenshots under the test's tmp dir (do look at them)."""
+
+    directory: Path
+    taken: list[Path] = field(default_factory=list)
+
+    def __call__(self, page: Page, name: str) -> Path:
+        path = self.directory / f"{len(self.taken) + 1:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        self.taken.append(path)
+        return path
+
+
+@pytest.fixture
+def console() -> Console:
+    return Console()
+
+
+@pytest.fixture
+def page(browser: Browser, console: Console) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(30_000)
+    tab = context.new_page()
+    tab.on("console", lambda m: console.on_message(tab, m))
+    tab.on("pageerror", lambda e: console.on_error(tab, e))
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def screenshot(tmp_path: Path) -> Screenshots:
+    directory = tmp_path / "screenshots"
+    directory.mkdir()
+    return Screenshots(directory)

@@ -1,0 +1,83 @@
+"""The product's core loop in headless Chromium, against a real hub, proxy and JupyterLab.
+
+Log in → Start → progress page → JupyterLab at ``/user/<name>/lab`` → new notebook, run
+``print(6*7)``, see ``42`` → back to ``/hub/home`` → Stop → the page shows the server stopped.
+A screenshot of each step is saved under the test's tmp dir (``screenshots/``).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, urlsplit
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import Console, Screenshots
+from tests.hubproc import HubProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SPAWN_TIMEOUT_MS = 120_000
+
+
+def log_in(page: Page, hub: HubProcess, name: str, password: str) -> None:
+    page.goto(hub.url)
+    expect(page).to_have_url(re.compile(r"/hub/login\?next="))
+    page.fill("#username", name)
+    page.fill("#password", password)
+    page.click("#login-submit")
+    expect(page).to_have_url(re.compile(r"/hub/home$"))
+
+
+def run_notebook_cell(page: Page, code: str) -> None:
+    """Open a new Python notebook from the launcher and run ``code`` in its first cell."""
+    page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+    notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").last
+    expect(notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+           ).to_be_attached(timeout=SPAWN_TIMEOUT_MS)
+    notebook.locator(".jp-Cell .cm-content").first.click()
+    page.keyboard.type(code)
+    page.keyboard.press("Shift+Enter")
+
+
+@pytest.mark.timeout(300)
+def test_login_start_lab_notebook_stop(hub: HubProcess, page: Page, screenshot: Screenshots,
+                                       console: Console) -> None:
+    name, password = hub.new_user("br")
+    server_path = f"{urlsplit(hub.url).path}user/{quote(name, safe='')}/"
+
+    log_in(page, hub, name, password)
+    expect(page.locator("#server-status")).to_have_text("Your server is stopped.")
+    screenshot(page, "home-stopped")
+
+    page.click("#start")
+    page.wait_for_url(lambda url: "/hub/spawn-pending/" in url or "/user/" in url)
+    if "/hub/spawn-pending/" in page.url:
+        expect(page.locator("#progress-bar")).to_be_attached()
+        screenshot(page, "progress")
+
+    page.wait_for_url(re.compile(re.escape(server_path) + "lab"), timeout=SPAWN_TIMEOUT_MS)
+    expect(page.locator(".jp-LauncherCard").first).to_be_visible(timeout=SPAWN_TIMEOUT_MS)
+    screenshot(page, "lab")
+
+    run_notebook_cell(page, "print(6*7)")
+    output = page.locator(".jp-OutputArea-output").filter(has_text="42")
+    expect(output.first).to_be_visible(timeout=60_000)
+    screenshot(page, "notebook-42")
+
+    page.goto(hub.url + "hub/home")
+    expect(page.locator("#server-status")).to_have_text("Your server is running.")
+    expect(page.locator("#my-server")).to_have_attribute("href", server_path)
+    screenshot(page, "home-running")
+
+    page.click("#stop")
+    expect(page.locator("#server-status")).to_have_text("Your server is stopped.",
+                                                         timeout=60_000)
+    expect(page.locator("#start")).to_be_visible()
+    screenshot(page, "home-stopped-again")
+    page.reload()
+    expect(page.locator("#server-card")).to_have_attribute("data-state", "stopped")
+
+    assert hub.api("GET", f"/users/{quote(name, safe='')}").json()["servers"] == {}
+    assert console.on("/hub/") == []  # no CSP violations or script errors on hub pages
