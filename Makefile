@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[singleuser,postgres,pam,test]'
+	$(BIN)/python -m pip install -q --config-settings editable_mode=compat -e '.[singleuser,postgres,pam,test]'
 	touch $(STAMP)
 
 install: $(STAMP)

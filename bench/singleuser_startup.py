@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubAPI)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     api_url = f"http://127.0.0.1:{server.server_address[1]}/hub/api"
@@ -186,6 +187,8 @@ first, then `{args.runs}` measured runs. Produced by `bench/singleuser_startup.p
 
 - date: {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
 - machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}
+- 1-minute load average before/after: {load_before:.1f} / {os.getloadavg()[0]:.1f}
+  (other work on the machine inflates the numbers; compare runs made under similar load)
 """
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)

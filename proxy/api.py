@@ -220,7 +220,7 @@ class ApiConnection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._send(error_response(400, "Upgrade not supported"), b"?", b"", False)
+            pass  # already answered 400 by on_message_complete
         except httptools.HttpParserError:
             self._send(error_response(400, "Malformed request"), b"?", b"", False)
 
@@ -251,7 +251,9 @@ class ApiConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         method = self._parser.get_method()
         keep_alive = self._parser.should_keep_alive() and not self._error
-        if self._error == 413:
+        if self._parser.should_upgrade():
+            response, keep_alive = error_response(400, "Upgrade not supported"), False
+        elif self._error == 413:
             response = error_response(413, "Request body too large")
         elif self._error:
             response = error_response(431, "Request head too large")

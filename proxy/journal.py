@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,11 @@ class JournalError(RuntimeError):
     """The routes file cannot be used (locked by another proxy, unknown format, unreadable)."""
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+    return _ENCODER.encode(record).encode() + b"\n"
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -76,6 +80,7 @@ class RouteJournal:
         self._records = 0
         self._dirty = False
         self._sync_handle: asyncio.TimerHandle | None = None
+        self._last_sync = 0.0
 
     # -- start-up
 
@@ -164,8 +169,9 @@ class RouteJournal:
             return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.sync()
+        except RuntimeError:  # used without an event loop: sync at most every sync_delay
+            if time.monotonic() - self._last_sync > self._sync_delay:
+                self.sync()
             return
         self._sync_handle = loop.call_later(self._sync_delay, self._background_sync, loop)
 
@@ -181,6 +187,7 @@ class RouteJournal:
         if self._fd is not None and self._dirty:
             os.fsync(self._fd)
             self._dirty = False
+            self._last_sync = time.monotonic()
 
     def _compact(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")

@@ -54,7 +54,7 @@ def parse_target(url: object) -> Target:
     """Parse a target URL; raise ``ValueError`` with a user-facing message if unusable."""
     if not isinstance(url, str) or not url:
         raise ValueError("target must be a non-empty URL string")
-    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in url):
+    if not (url.isascii() and url.isprintable()) or " " in url:
         raise ValueError("target URL must be printable ASCII without spaces")
     parts = urlsplit(url)
     if parts.scheme == "unix+http":

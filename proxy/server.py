@@ -103,9 +103,9 @@ class ClientConnection(asyncio.Protocol):
             self._on_parse_error(431)
 
     def eof_received(self) -> bool | None:
-        if self._tls or self._tunnel is not None or self._current is None:
+        if self._tls or self._tunnel is not None or self._current is None or self._parsing:
             return None  # close the transport
-        self._closing = True  # answer the request in flight, then close
+        self._closing = True  # a complete request is in flight: answer it, then close
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -57,6 +57,7 @@ class RouteStore:
         self.journal = journal
         self.clock = clock
         self.wall = wall
+        self._offset: float | None = None
 
     def __len__(self) -> int:
         return len(self.table)
@@ -80,10 +81,11 @@ class RouteStore:
         """
         key = canonical_key(key)
         stored = {k: v for k, v in data.items() if k != "last_activity"}
-        parse_target(stored.get("target"))
+        route = Route(key, parse_target(stored.get("target")), stored, self.clock())
         if self.journal is not None:
             self.journal.record_add(key, stored)
-        return self._insert(key, stored)
+        self.table.add(route)
+        return route
 
     def _insert(self, key: str, data: dict[str, Any]) -> Route:
         route = Route(key, parse_target(data.get("target")), data, self.clock())
@@ -110,7 +112,15 @@ class RouteStore:
 
     def last_activity(self, route: Route) -> float:
         """Wall-clock time (epoch seconds) of the route's last traffic."""
-        return self.wall() - max(0.0, self.clock() - route.last_activity)
+        return route.last_activity + self._wall_offset()
+
+    def _wall_offset(self) -> float:
+        # Kept fixed while the two clocks agree within a second, so that repeated API reads
+        # report identical timestamps for an idle route; follows steps of the wall clock.
+        fresh = self.wall() - self.clock()
+        if self._offset is None or abs(fresh - self._offset) > 1.0:
+            self._offset = fresh
+        return self._offset
 
     def model(self, route: Route) -> dict[str, Any]:
         """The API view of a route: its data plus ``target`` and ``last_activity``."""

@@ -72,9 +72,6 @@ def build_config(env: HubEnv, *, cookie_secret: bytes | None = None) -> Config:
     s.identity_provider_class = "singleuser.auth.HubIdentityProvider"
     s.cookie_secret = cookie_secret if cookie_secret is not None else os.urandom(32)
     s.jpserver_extensions = dict(SERVER_EXTENSIONS)
-    # JupyterLab reads these to link back to the hub (control panel, logout).
-    s.tornado_settings = {"hub_prefix": env.hub_prefix, "hub_host": env.hub_host,
-                          "user": env.user}
     if env.root_dir:
         s.root_dir = env.root_dir
     c.HubIdentityProvider.token = ""  # no Jupyter token: the hub authenticates

@@ -37,6 +37,7 @@ from jupyter_server.auth.identity import IdentityProvider, User
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 from tornado.web import decode_signed_value
+from traitlets import Bool
 
 from singleuser.env import HubEnv
 from singleuser.hubclient import HubClient, HubUnavailable, OAuthError, UserModel
@@ -105,7 +106,7 @@ class HubIdentityProvider(IdentityProvider):
     this right after Jupyter Server creates the provider).
     """
 
-    need_token = False  # no Jupyter token of our own: the hub does authentication
+    need_token = Bool(False)  # no Jupyter token of our own: the hub authenticates
 
     _env: HubEnv | None = None
     _client: HubClient | None = None

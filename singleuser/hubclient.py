@@ -175,13 +175,11 @@ class HubClient:
         self.cache = cache if cache is not None else TokenCache()
         self._inflight: dict[str, asyncio.Future[UserModel | None]] = {}
 
-    def _request(self, url: str, *, token: str, method: str = "GET", body: str | None = None,
-                 content_type: str | None = None) -> HTTPRequest:
-        headers = {
-            "Authorization": f"token {token}",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
+    def _request(self, url: str, *, token: str | None, method: str = "GET",
+                 body: str | None = None, content_type: str | None = None) -> HTTPRequest:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if token is not None:
+            headers["Authorization"] = f"token {token}"
         if content_type:
             headers["Content-Type"] = content_type
         return HTTPRequest(url, method=method, headers=headers, body=body,
@@ -269,7 +267,8 @@ class HubClient:
             "redirect_uri": redirect_uri,
             "code_verifier": code_verifier,
         })
-        request = self._request(self.api_url + "/oauth2/token", token=self._api_token,
+        # the client authenticates in the form body only (client_id + client_secret)
+        request = self._request(self.api_url + "/oauth2/token", token=None,
                                 method="POST", body=body,
                                 content_type="application/x-www-form-urlencoded")
         try:

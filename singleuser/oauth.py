@@ -35,9 +35,8 @@ __all__ = [
     "scope_covers",
 ]
 
-# Characters allowed raw in a cookie name (RFC 6265 token, as accepted by http.cookies),
-# minus "%", which is the escape character so that the mapping stays one-to-one.
-_COOKIE_NAME_SAFE = "!#$&'*+-.^_`|~:"
+# Characters allowed raw in a cookie name (RFC 6265 token, as accepted by http.cookies).
+_COOKIE_NAME_SAFE = "!#$%&'*+-.^_`|~:"
 
 
 def new_state() -> str:
@@ -112,7 +111,12 @@ def authorize_redirect(
 
 def cookie_name_for(client_id: str) -> str:
     """The access-token cookie's name: the client id, with characters illegal in a cookie
-    name percent-encoded (``jupyterhub-user-alice`` stays as it is)."""
+    name (such as ``@``) percent-encoded.
+
+    Client ids are already URL-escaped by the hub (``jupyterhub-user-a%2Db`` stays as it is),
+    so they never contain an escape such as ``%40`` for a character left raw, and the mapping
+    stays one-to-one.
+    """
     return quote(client_id, safe=_COOKIE_NAME_SAFE)
 
 

@@ -1,6 +1,6 @@
 """The Jupyter Server application run by ``himalia-singleuser``.
 
-:class:`HimaliaServerApp` is Jupyter Server's ``ServerApp`` with four small hooks, each one
+:class:`HimaliaServerApp` is Jupyter Server's ``ServerApp`` with a few small hooks, each one
 step of the single-user server's life:
 
 - ``parse_command_line`` — the configuration derived from the hub's environment is applied on
@@ -9,6 +9,7 @@ step of the single-user server's life:
 - ``init_logging`` — this package's loggers write through Jupyter Server's log handler;
 - ``init_configurables`` — the :class:`~singleuser.auth.HubIdentityProvider` gets its
   configuration and hub client;
+- ``init_webapp`` — tells JupyterLab about the hub (control panel and logout links);
 - ``start_app`` / ``stop`` — start and stop the :class:`~singleuser.activity.ActivityReporter`.
 """
 
@@ -44,7 +45,7 @@ class HimaliaServerApp(ServerApp):
     Create it with :meth:`launch`; the attributes below are set before ``initialize``.
     """
 
-    name = "himalia-singleuser"
+    # name stays "jupyter-server", so the usual jupyter_server_config files apply
     description = "A single-user Jupyter server spawned by a Himalia hub."
 
     # Not configurable upstream: don't write the browser-redirect HTML file nobody opens.
@@ -96,6 +97,13 @@ class HimaliaServerApp(ServerApp):
                 f"identity_provider_class must be HubIdentityProvider, got {type(provider)}"
             )
         provider.setup(self.hub_env, self.hub_client)
+
+    def init_webapp(self) -> None:
+        """Add the hub's settings JupyterLab looks for, keeping configured tornado settings."""
+        env = self.hub_env
+        self.tornado_settings.update(hub_prefix=env.hub_prefix, hub_host=env.hub_host,
+                                     user=env.user)
+        super().init_webapp()
 
     def start_app(self) -> None:
         """Start serving, and start activity reports when the hub gave an activity URL."""

@@ -104,7 +104,7 @@ class OAuthTokenHandler(APIHandler):
     def post(self) -> None:
         # oauthlib treats a body it cannot parse as empty (and answers with an OAuth error).
         body = self.request.body.decode("utf-8", "replace")
-        headers = {k: v for k, v in self.request.headers.get_all()}
+        headers = dict(self.request.headers.get_all())
         answer_headers, answer, status = _provider(self).token_response(
             self.request.full_url(), body, headers)
         for name, value in answer_headers.items():

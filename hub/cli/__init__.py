@@ -45,11 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser: hub flags at the top level, then the subcommands."""
     parser = Parser(
         prog="himalia",
+        usage="%(prog)s [HUB FLAGS] [serve]\n       %(prog)s COMMAND ... [--help]",
         description="Himalia, a multi-user notebook hub. Without a command, runs the hub.",
+        epilog="Every setting can also come from a TOML file (--config) or a HIMALIA_<NAME> "
+               "environment variable; `himalia config` lists them all.",
     )
     parser.add_argument("--version", action="version", version=f"himalia {__version__}")
     hubconfig.add_arguments(parser)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", prog="himalia")
     serve = commands.add_parser("serve", help="Run the hub (the default).")
     hubconfig.add_arguments(serve)
     # A subparser's defaults overwrite values parsed before it: without this,

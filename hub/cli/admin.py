@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from alembic.util import CommandError
-from sqlalchemy import Engine, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy import inspect
 
 from hub.cli.common import CLIError, Parser, add_db_arguments, connect, open_database
 from hub.config import Config, describe
@@ -84,10 +83,6 @@ def cmd_token(args: argparse.Namespace, cfg: Config) -> int:
     return 0
 
 
-def _display_url(engine: Engine) -> str:
-    return make_url(engine.url).render_as_string(hide_password=True)
-
-
 def _sqlite_path(cfg: Config) -> Path | None:
     url = cfg.database_url
     return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
@@ -105,7 +100,7 @@ def cmd_db_status(args: argparse.Namespace, cfg: Config) -> int:
     try:
         current = current_revision(engine)
         has_tables = bool(inspect(engine).get_table_names())
-        print(f"database: {_display_url(engine)}")
+        print(f"database: {engine.url.render_as_string(hide_password=True)}")
     finally:
         engine.dispose()
     print(f"current revision: {current or 'none'}")

@@ -91,7 +91,9 @@ def check_schema(engine: Engine) -> None:
     if current is None:
         if inspect(engine).get_table_names():
             raise SchemaOutdated(
-                "the database has tables but no schema version; run `himalia db upgrade`"
+                "the database has tables but no Himalia schema version: it is not a Himalia "
+                "database (or was made by another program); point --db-url at an empty or "
+                "Himalia database"
             )
         log.info("empty database: creating the schema")
         upgrade(engine, backup=False)

@@ -66,6 +66,8 @@ class User(Base):
     """A hub account. ``password_hash`` is set only for native (hub-managed) accounts."""
 
     __tablename__ = "users"
+    # Ids are never reused, so a cached or leaked reference to a deleted row can't match a new one.
+    __table_args__ = {"sqlite_autoincrement": True}
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True, index=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -88,7 +90,7 @@ class Server(Base):
     """
 
     __tablename__ = "servers"
-    __table_args__ = (UniqueConstraint("user_id", "name"),)
+    __table_args__ = (UniqueConstraint("user_id", "name"), {"sqlite_autoincrement": True})
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(255), default="")
@@ -105,6 +107,8 @@ class LoginSession(Base):
     """A browser login; deleting the row logs that browser out (cookie replay then fails)."""
 
     __tablename__ = "login_sessions"
+    # Ids are never reused, so a cached or leaked reference to a deleted row can't match a new one.
+    __table_args__ = {"sqlite_autoincrement": True}
     id: Mapped[int] = mapped_column(primary_key=True)
     hashed: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -117,6 +121,8 @@ class APIToken(Base):
     OAuth (``'oauth'``, bound to a client and, for browser logins, to a login session)."""
 
     __tablename__ = "api_tokens"
+    # Ids are never reused, so a cached or leaked reference to a deleted row can't match a new one.
+    __table_args__ = {"sqlite_autoincrement": True}
     id: Mapped[int] = mapped_column(primary_key=True)
     hashed: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     prefix: Mapped[str] = mapped_column(String(8))

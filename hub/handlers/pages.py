@@ -115,6 +115,16 @@ class PageHandler(BaseHandler):
         self.set_header("Content-Security-Policy", PAGE_CSP)
 
     @property
+    def xsrf_token(self) -> bytes:
+        """The login session's token, or nothing: these pages never mint Tornado's cookie token.
+
+        Minting it here would replace the login form's ``_xsrf`` cookie whenever a page without
+        that cookie renders (a browser's ``/favicon.ico`` 404 did), failing the next login.
+        """
+        bound = self._session_xsrf()
+        return bound.encode() if bound is not None else b""
+
+    @property
     def manager(self) -> srv.ServerManager:
         if self.hub.servers is None:
             raise HubError(503, "The hub is still starting; try again in a moment.")

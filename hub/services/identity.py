@@ -40,11 +40,14 @@ class Identity:
 
 
 def user_scopes(user: User, custom_roles: dict[str, list[str]]) -> set[str]:
-    """Every scope the user's roles (direct and through groups) grant, expanded."""
-    raw = sc.role_scopes(role_names(user), custom_roles)
-    out = sc.expand(raw, owner=user.name)
-    # Group-filtered scopes also cover the group resource itself.
-    return out
+    """Every scope the user's roles (direct and through groups) grant, expanded.
+
+    A role's scopes come from its database row, else from the built-in or configured roles.
+    """
+    raw = sc.role_scopes(["admin" if user.admin else "user"], custom_roles)
+    for role in [*user.roles, *(r for g in user.groups for r in g.roles)]:
+        raw.extend(role.scopes or sc.role_scopes([role.name], custom_roles))
+    return sc.expand(raw, owner=user.name)
 
 
 def _load_user(session: Session, user_id: int) -> User | None:

@@ -127,11 +127,13 @@ class LocalProcessSpawner(Spawner):
             return 0
         if self.proc is not None and self.proc.pid == self.pid:
             return self.proc.poll()
-        if procinfo.matches(self.pid, self.start_time):
+        stat = procinfo.read_stat(self.pid)
+        if stat is None or stat.start_time != self.start_time:
+            return 1  # gone, or the PID now names another process
+        if stat.zombie:
             status = procinfo.reap(self.pid)  # our child after all (e.g. a reloaded spawner)
-            if status is not None:
-                return status
-        return None if procinfo.is_alive(self.pid, self.start_time) else 1
+            return 1 if status is None else status
+        return None
 
     async def stop(self, now: bool = False) -> None:
         if self.pid is None:
@@ -154,7 +156,8 @@ class LocalProcessSpawner(Spawner):
     def get_state(self) -> dict[str, Any]:
         if self.pid is None:
             return {}
-        return {"pid": self.pid, "start_time": self.start_time, "port": self.port}
+        return {"pid": self.pid, "start_time": self.start_time, "port": self.port,
+                "boot_id": procinfo.boot_id()}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         def as_int(key: str) -> int | None:
@@ -164,8 +167,9 @@ class LocalProcessSpawner(Spawner):
         self.pid = as_int("pid")
         self.start_time = as_int("start_time")
         self.port = as_int("port")
-        if self.pid is not None and self.start_time is None:
-            # Without a start time the PID cannot be told apart from a recycled one: unusable.
+        if self.start_time is None or state.get("boot_id", "") != procinfo.boot_id():
+            # Without a start time, or after a reboot (start times count from boot), the PID
+            # cannot be told apart from a recycled one: unusable.
             self.pid = None
 
     def clear_state(self) -> None:

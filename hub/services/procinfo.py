@@ -51,6 +51,15 @@ def read_stat(pid: int) -> ProcStat | None:
         return None
 
 
+def boot_id() -> str:
+    """This boot's random id: start times count from boot, so a saved identity is only
+    comparable within the same boot (empty string if the kernel does not say)."""
+    try:
+        return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 def start_time(pid: int) -> int | None:
     """When process ``pid`` started (field 22, ticks after boot), or None if it does not exist."""
     stat = read_stat(pid)
@@ -121,9 +130,7 @@ async def terminate(pid: int, started: int | None, timeout: float, grace: float 
     exited child (pass ``Popen.poll`` semantics to keep its exit status in the Popen).
     """
     if not signal_group(pid, started, signal.SIGTERM):
-        if matches(pid, started):
-            reaper(pid)
-        return True
+        return await wait_gone(pid, started, 0, reaper)  # reaps an exited child
     if await wait_gone(pid, started, timeout, reaper):
         return True
     signal_group(pid, started, signal.SIGKILL)
@@ -135,9 +142,13 @@ async def wait_gone(pid: int, started: int | None, timeout: float, reaper: Reape
     deadline = time.monotonic() + timeout
     delay = 0.01
     while True:
-        if matches(pid, started):
+        # One reading per round: reaping and the verdict must see the same state, or a process
+        # that exits in between would be judged dead but left unreaped (a zombie child).
+        stat = read_stat(pid)
+        if stat is None or started is None or stat.start_time != started:
+            return True
+        if stat.zombie:
             reaper(pid)
-        if not is_alive(pid, started):
             return True
         if time.monotonic() >= deadline:
             return False

@@ -225,6 +225,9 @@ class ProxyLauncher:
 
     ready_timeout = 20.0  # seconds a freshly started proxy has to print its listening line
     term_timeout = 5.0
+    #: Seconds between the cheap checks (a /proc read) that a proxy we own is still alive: a
+    #: dead proxy takes every server offline, so it must not wait for the next full check.
+    liveness_interval = 1.0
 
     def __init__(self, config: Config, hub_url: str | Callable[[], str], *,
                  environ: Mapping[str, str] | None = None) -> None:
@@ -397,11 +400,16 @@ class ProxyLauncher:
     # --- supervision ---------------------------------------------------------------------
     def alive(self) -> bool:
         """Whether the proxy we own is running (True for a proxy that is not ours)."""
-        if not self.owned:
+        if not self.owned or self.pid is None:
             return True
-        if self._proc is not None:
-            self._proc.poll()  # reap our child so it does not linger as a zombie
-        return procinfo.is_alive(self.pid or 0, self.start_time)
+        # One reading decides and reaps: a proxy that exits between two readings would
+        # otherwise be judged dead yet stay an unreaped child.
+        stat = procinfo.read_stat(self.pid)
+        if stat is not None and stat.start_time == self.start_time and not stat.zombie:
+            return True
+        if self._proc is not None and self._proc.pid == self.pid:
+            self._proc.poll()  # collect our child (its status, or ECHILD if reaped elsewhere)
+        return False
 
     def _reap(self, pid: int) -> int | None:
         if self._proc is not None and self._proc.pid == pid:
@@ -428,9 +436,15 @@ class ProxyLauncher:
         return sync
 
     async def check_loop(self, wanted: Callable[[], Mapping[str, Route]]) -> None:
-        """Run :meth:`check_routes` every ``proxy_check_interval`` seconds, until cancelled."""
+        """Run :meth:`check_routes` every ``proxy_check_interval`` seconds, and at once when
+        the proxy we own has died (checked every ``liveness_interval``), until cancelled."""
+        interval = self.config.proxy_check_interval
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(self.config.proxy_check_interval)
+            await asyncio.sleep(min(self.liveness_interval, interval))
+            if time.monotonic() - last < interval and self.alive():
+                continue
+            last = time.monotonic()
             try:
                 await self.check_routes(wanted())
             except ProxyError as e:

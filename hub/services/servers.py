@@ -220,7 +220,8 @@ class ServerManager:
         if slot is not None and (slot.pending or slot.ready):
             what = {"spawn": "is already starting", "stop": "is stopping; try again shortly"}
             state = what.get(slot.pending or "", "is already running")
-            raise AlreadyRunning(f"{_label(user, server).capitalize()} {state}", slot.pending)
+            label = _label(user, server)
+            raise AlreadyRunning(f"{label[0].upper()}{label[1:]} {state}", slot.pending)
         limit = self.config.concurrent_spawn_limit
         if limit > 0 and self.pending_spawns() >= limit:
             # Jitter, so that refused clients do not all come back at the same moment.
@@ -570,7 +571,8 @@ class ServerManager:
 
 
 def _label(user: str, server: str) -> str:
-    return f"server {user!r}/{server!r}" if server else f"{user!r}'s server"
+    # repr() keeps odd names (newlines, control characters) harmless in logs and messages.
+    return f"server {server!r} of {user!r}" if server else f"the server of {user!r}"
 
 
 def _server_row(session: Session, user: str, server: str) -> Server | None:

@@ -11,6 +11,7 @@ import re
 from urllib.parse import quote, urlsplit
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import Console, Screenshots
@@ -28,6 +29,29 @@ def log_in(page: Page, hub: HubProcess, name: str, password: str) -> None:
     page.fill("#password", password)
     page.click("#login-submit")
     expect(page).to_have_url(re.compile(r"/hub/home$"))
+
+
+def progress_screenshot(page: Page, screenshot: Screenshots) -> None:
+    """Screenshot the progress page once the bar moved (unless it already forwarded)."""
+    try:
+        expect(page.locator("#progress")).not_to_have_attribute("aria-valuenow", "0",
+                                                                timeout=15_000)
+        page.wait_for_timeout(700)  # Bootstrap animates the bar's width
+    except (AssertionError, PlaywrightError):
+        pass
+    if "/hub/spawn-pending/" in page.url:
+        screenshot(page, "progress")
+
+
+def wait_for_lab(page: Page, server_path: str) -> None:
+    page.wait_for_url(re.compile(re.escape(server_path) + "lab"), timeout=SPAWN_TIMEOUT_MS)
+    expect(page.locator(".jp-LauncherCard").first).to_be_visible(timeout=SPAWN_TIMEOUT_MS)
+
+
+def stop_server(hub: HubProcess, name: str) -> None:
+    path = f"/users/{quote(name, safe='')}"
+    hub.api("DELETE", path + "/server")
+    hub.wait_for(lambda: hub.api("GET", path).json()["servers"] == {}, timeout=60)
 
 
 def run_notebook_cell(page: Page, code: str) -> None:
@@ -53,12 +77,9 @@ def test_login_start_lab_notebook_stop(hub: HubProcess, page: Page, screenshot: 
 
     page.click("#start")
     page.wait_for_url(lambda url: "/hub/spawn-pending/" in url or "/user/" in url)
-    if "/hub/spawn-pending/" in page.url:
-        expect(page.locator("#progress-bar")).to_be_attached()
-        screenshot(page, "progress")
+    progress_screenshot(page, screenshot)
 
-    page.wait_for_url(re.compile(re.escape(server_path) + "lab"), timeout=SPAWN_TIMEOUT_MS)
-    expect(page.locator(".jp-LauncherCard").first).to_be_visible(timeout=SPAWN_TIMEOUT_MS)
+    wait_for_lab(page, server_path)
     screenshot(page, "lab")
 
     run_notebook_cell(page, "print(6*7)")
@@ -81,3 +102,27 @@ def test_login_start_lab_notebook_stop(hub: HubProcess, page: Page, screenshot: 
 
     assert hub.api("GET", f"/users/{quote(name, safe='')}").json()["servers"] == {}
     assert console.on("/hub/") == []  # no CSP violations or script errors on hub pages
+
+
+@pytest.mark.timeout(300)
+def test_not_running_page_starts_the_server(hub: HubProcess, page: Page,
+                                            screenshot: Screenshots, console: Console) -> None:
+    """``/user/<name>/lab`` of a stopped server: a 424 page (no loop), Start, back to /lab."""
+    name, password = hub.new_user("nr")
+    server_path = f"{urlsplit(hub.url).path}user/{quote(name, safe='')}/"
+    log_in(page, hub, name, password)
+
+    response = page.goto(f"{hub.url}user/{quote(name, safe='')}/lab")
+    assert response is not None and response.status == 424
+    expect(page.locator("#not-running")).to_have_attribute("data-state", "stopped")
+    screenshot(page, "not-running")
+
+    page.click("#start")
+    page.wait_for_url(lambda url: "/hub/spawn-pending/" in url or "/user/" in url)
+    progress_screenshot(page, screenshot)
+    try:
+        wait_for_lab(page, server_path)
+        screenshot(page, "lab-after-start")
+    finally:
+        stop_server(hub, name)
+    assert console.on("/hub/") == []

@@ -431,6 +431,15 @@ def test_db_upgrade_creates_an_empty_database(cli: CLI) -> None:
     assert "up to date" in cli.ok("db", "status").out
 
 
+def test_db_upgrade_refuses_an_unknown_revision(cli: CLI) -> None:
+    cli.ok("users", "add", "alice")
+    with cli.db() as session:
+        session.execute(text("UPDATE alembic_version SET version_num = 'abc123'"))
+    res = cli("db", "upgrade")
+    assert res.code == 1 and "cannot upgrade from revision abc123" in res.err
+    assert "backed up" in res.out  # taken before trying
+
+
 def test_db_upgrade_refuses_unversioned_tables(cli: CLI) -> None:
     cli.ok("users", "add", "alice")
     with cli.db() as session:
@@ -568,15 +577,24 @@ def test_commands_on_postgresql(cli: CLI) -> None:
 
 def test_cli_works_next_to_a_running_hub(make_hub: Callable[..., HubProcess], tmp_path: Path,
                                          clean_env: None) -> None:
+    """Changes made by the CLI take effect in the running hub at once, and a removed
+    user's token never authenticates anyone again, even a user created right after."""
     hub = make_hub(data_dir=tmp_path / "hubdata")
     name, _password = hub.new_user(prefix="cli")  # `himalia users add` in a subprocess
-    assert hub.api("GET", f"/users/{name}").status_code == 200
+    token = hub.make_token(name)  # `himalia token`
+    for _ in range(3):  # used a few times, so the hub has it cached
+        me = hub.api("GET", "/user", token=token)
+        assert me.status_code == 200 and me.json()["name"] == name
+    assert hub.api("GET", "/users/admin", token=token).status_code in (403, 404)
     done = hub.cli("users", "set-admin", name, "on")
     assert done.returncode == 0, done.stderr
-    assert hub.api("GET", f"/users/{name}").json()["admin"] is True
+    assert hub.api("GET", "/users/admin", token=token).status_code == 200
     done = hub.cli("users", "remove", name, "--yes")
     assert done.returncode == 0, done.stderr
     assert hub.api("GET", f"/users/{name}").status_code == 404
+    hub.new_user(prefix="new", admin=True)  # likely to get the removed user's old id
+    me = hub.api("GET", "/user", token=token)
+    assert me.status_code == 403, f"a removed user's token authenticated as {me.text[:80]}"
 
 
 COMMANDS = ["himalia users add", "himalia users list", "himalia users remove",

@@ -34,7 +34,7 @@ from hub.db.database import (
     transaction,
 )
 from hub.db.models import User
-from hub.services import users
+from hub.services import tokens, users
 
 PG_URL = os.environ.get("HIMALIA_TEST_PG_URL", "")
 TABLES = {"users", "servers", "api_tokens", "login_sessions", "oauth_clients", "oauth_codes",
@@ -145,7 +145,7 @@ def test_unknown_revision_is_refused(engine: Engine) -> None:
 def test_tables_without_a_revision_are_refused(engine: Engine) -> None:
     check_schema(engine)
     _exec(engine, "DELETE FROM alembic_version")
-    with pytest.raises(SchemaOutdated, match="himalia db upgrade"):
+    with pytest.raises(SchemaOutdated, match="not a Himalia database"):
         check_schema(engine)
 
 
@@ -208,7 +208,7 @@ def test_two_processes_write_at_once(engine: Engine, db_url: str, tmp_path: Path
     with transaction(make_sessionmaker(engine)) as session:
         users.create(session, "shared")
     go = tmp_path / "go"
-    count = 150
+    count = 100
     env = {k: v for k, v in os.environ.items() if not k.startswith("HIMALIA_")}
     procs = [
         subprocess.Popen([sys.executable, "-c", WRITER, db_url, prefix, str(count), str(go)],
@@ -228,3 +228,22 @@ def test_two_processes_write_at_once(engine: Engine, db_url: str, tmp_path: Path
         names = set(session.scalars(select(User.name)))
     assert len(names) == 2 * count + 1
     assert time.monotonic() - started < 60
+
+
+def test_ids_are_never_reused(engine: Engine) -> None:
+    """A deleted user's id must not go to the next new user: a running hub caches tokens by
+    owner id, and the CLI (another process) cannot clear that cache when it deletes a user."""
+    check_schema(engine)
+    factory = make_sessionmaker(engine)
+    with transaction(factory) as session:
+        users.create(session, "first")
+        last = users.create(session, "last")
+        old_user = last.id
+        _secret, token = tokens.create(session, user_id=last.id)
+        old_token = token.id
+    with transaction(factory) as session:
+        users.delete(session, users.require(session, "last"))
+    with transaction(factory) as session:
+        newcomer = users.create(session, "newcomer")
+        _secret, token = tokens.create(session, user_id=newcomer.id)
+        assert newcomer.id > old_user and token.id > old_token

@@ -102,8 +102,10 @@ def oauth_error(r: requests.Response, status: int, error: str) -> None:
     assert r.headers["Cache-Control"] == "no-store"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def reg(hub: HubProcess) -> Registered:
+    """One client per module (and xdist worker); each test logs in afresh and uses its own
+    codes, so tests do not disturb each other."""
     return register(hub)
 
 
@@ -132,6 +134,9 @@ def test_full_code_flow_with_pkce(hub: HubProcess, reg: Registered,
     # secrets at rest: neither the code nor the token is in the database
     raw = b"".join(p.read_bytes() for p in hub.data_dir.glob("himalia.sqlite*"))
     assert code.encode() not in raw and body["access_token"].encode() not in raw
+    # nor in the hub's log (which runs at DEBUG in tests)
+    assert code not in hub.log_text() and body["access_token"] not in hub.log_text()
+    assert reg.secret not in hub.log_text()
 
 
 @pytest.mark.parametrize("bad", ["https://evil.example/cb", "//evil.example/cb",
@@ -170,7 +175,7 @@ def test_expired_code_fails(hub: HubProcess, reg: Registered,
                             owner_session: requests.Session) -> None:
     code = get_code(hub, owner_session, reg)
     _sql(hub, "UPDATE oauth_codes SET expires_at = '2000-01-01 00:00:00.000000' "
-              "WHERE client_id = ?", (reg.client_id,))
+              "WHERE hashed = ?", (hashlib.sha256(code.encode()).hexdigest(),))
     oauth_error(exchange(hub, reg, code), 400, "invalid_grant")
 
 
@@ -198,6 +203,7 @@ def test_wrong_pkce_verifier(hub: HubProcess, reg: Registered,
 
 
 def test_other_user_is_denied(hub: HubProcess, reg: Registered) -> None:
+    codes = _sql(hub, "SELECT count(*) FROM oauth_codes WHERE client_id = ?", (reg.client_id,))
     mallory, password = hub.new_user("mal")
     s = hub.login(mallory, password)
     r = s.get(authorize_url(hub, reg), allow_redirects=False, timeout=30)
@@ -208,7 +214,7 @@ def test_other_user_is_denied(hub: HubProcess, reg: Registered) -> None:
     r = s.post(authorize_url(hub, reg), data={"_xsrf": xsrf}, allow_redirects=False, timeout=30)
     assert r.status_code == 403
     assert _sql(hub, "SELECT count(*) FROM oauth_codes WHERE client_id = ?",
-                (reg.client_id,)) == [(0,)]
+                (reg.client_id,)) == codes
 
 
 def test_not_logged_in_goes_to_login_and_back(hub: HubProcess, reg: Registered) -> None:
@@ -294,3 +300,29 @@ def test_admin_consent_with_admin_access(make_hub: Callable[..., HubProcess]) ->
     cross = s.post(hub.public + action, data={"_xsrf": xsrf}, allow_redirects=False,
                    timeout=30, headers={"Sec-Fetch-Site": "cross-site"})
     assert cross.status_code == 403
+
+
+@pytest.mark.slow
+def test_real_server_logs_its_owner_in_and_keeps_others_out(hub: HubProcess) -> None:
+    """A spawned single-user server's own client (registered by the server manager) works end
+    to end: redirects, code, token exchange, cookie; another user stops at the hub's 403."""
+    owner, password = hub.new_user("own")
+    other, other_password = hub.new_user("oth")
+    assert hub.api("POST", f"/users/{owner}/server").status_code in (201, 202)
+    try:
+        hub.wait_for(lambda: hub.api("GET", f"/users/{owner}").json()["servers"]
+                     .get("", {}).get("ready"), timeout=60)
+        s = hub.login(owner, password)
+        r = s.get(hub.url + f"user/{owner}/lab", timeout=60)
+        assert r.status_code == 200 and "JupyterLab" in r.text
+        steps = [urlsplit(h.headers["Location"]).path for h in r.history]
+        assert hub.base_path + "hub/api/oauth2/authorize" in steps
+        assert hub.base_path + f"user/{owner}/oauth_callback" in steps
+        assert s.cookies.get(f"jupyterhub-user-{owner}")
+        intruder = hub.login(other, other_password)
+        r = intruder.get(hub.url + f"user/{owner}/lab", timeout=60)
+        assert r.status_code == 403
+        assert urlsplit(r.url).path == hub.base_path + "hub/api/oauth2/authorize"
+        assert not intruder.cookies.get(f"jupyterhub-user-{owner}")
+    finally:
+        hub.api("DELETE", f"/users/{owner}/server")

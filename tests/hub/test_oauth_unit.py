@@ -319,6 +319,9 @@ def test_http_basic_client_authentication(world: World) -> None:
     assert world.exchange(world.code(), basic=True, client_id="<omit>")[0] == 200
     status, body = world.exchange(world.code(), basic=True, secret="nope")
     assert status == 401 and body["error"] == "invalid_client"
+    # one authentication method only (RFC 6749 §2.3)
+    status, body = world.exchange(world.code(), basic=True, client_secret=SECRET)
+    assert status == 401 and body["error"] == "invalid_client"
 
 
 def test_code_of_another_client_is_refused(world: World) -> None:

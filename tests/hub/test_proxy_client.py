@@ -106,7 +106,7 @@ async def test_client_errors_are_clear(real_proxy: mockserver.RealProxy) -> None
         await wrong.get_routes()
     assert not await wrong.ping()
     nowhere = ProxyClient("http://127.0.0.1:9", "t", timeout=2)
-    with pytest.raises(ProxyError, match="proxy API POST .*refused"):
+    with pytest.raises(ProxyError, match=r"proxy API POST .*refused"):
         await nowhere.add_route("/user/x", "http://127.0.0.1:1")
 
 
@@ -199,7 +199,9 @@ async def test_dead_recorded_proxy_is_replaced_with_the_same_token(
 
 async def test_check_loop_restarts_a_killed_proxy_and_restores_routes(
         tmp_path: Path, launchers: list[ProxyLauncher]) -> None:
-    launcher = ProxyLauncher(make_config(tmp_path), HUB)
+    # A long full-check interval: the restart must come from the liveness check.
+    launcher = ProxyLauncher(make_config(tmp_path, proxy_check_interval=60.0), HUB)
+    launcher.liveness_interval = 0.1
     launchers.append(launcher)
     client = await launcher.start()
     wanted = {"/user/bob": Route("http://127.0.0.1:8", {"user": "bob", "jupyterhub": True})}

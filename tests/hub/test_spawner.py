@@ -190,7 +190,8 @@ async def test_start_poll_stop_with_the_exact_env(tmp_path: Path, pids: list[int
     assert cwd == sp.work_dir() and cwd.parent == sp.config.data_path / "users"
     assert (cwd / LOG_NAME).stat().st_mode & 0o077 == 0
     state = sp.get_state()
-    assert state == {"pid": sp.pid, "start_time": procinfo.start_time(sp.pid), "port": sp.port}
+    assert state == {"pid": sp.pid, "start_time": procinfo.start_time(sp.pid), "port": sp.port,
+                     "boot_id": procinfo.boot_id()}
     await sp.stop()
     assert await sp.poll() is not None
     assert not mockserver.pid_alive(sp.pid)
@@ -261,13 +262,16 @@ async def test_recycled_pid_is_never_the_server(tmp_path: Path, pids: list[int])
     real = procinfo.start_time(other.pid)
     assert real is not None
     sp = spawner_for(make_config(tmp_path))
-    sp.load_state({"pid": other.pid, "start_time": real + 1, "port": 1})
+    boot = procinfo.boot_id()
+    sp.load_state({"pid": other.pid, "start_time": real + 1, "port": 1, "boot_id": boot})
     assert await sp.poll() == 1
     await sp.stop()  # must not signal the unrelated process
     assert mockserver.pid_alive(other.pid)
-    sp.load_state({"pid": other.pid, "port": 1})  # no start time: cannot be trusted at all
+    sp.load_state({"pid": other.pid, "port": 1, "boot_id": boot})  # no start time
     assert sp.pid is None and await sp.poll() == 0
-    sp.load_state({"pid": other.pid, "start_time": real, "port": 1})
+    sp.load_state({"pid": other.pid, "start_time": real, "port": 1, "boot_id": "other-boot"})
+    assert sp.pid is None  # start times of another boot mean nothing
+    sp.load_state({"pid": other.pid, "start_time": real, "port": 1, "boot_id": boot})
     assert await sp.poll() is None  # the right identity is recognised
     other.kill()
     other.wait()

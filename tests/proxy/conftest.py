@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from proxy_testlib import ProxyProcess, spawn_proxy
 from tornado import httpserver, netutil, web, websocket
 from tornado.iostream import IOStream
+
+from tests.proxy.proxy_testlib import ProxyProcess, spawn_proxy
 
 TOKEN = "proxy-test-token"
 
@@ -239,12 +240,6 @@ async def start_proxy(tmp_path: Any) -> AsyncIterator[Callable[..., Awaitable[Pr
         if proxy.proc.poll() is None:
             await proxy.stop()
         assert "Traceback" not in proxy.output, proxy.output
-
-
-@pytest.fixture
-async def proxy(start_proxy: Callable[..., Awaitable[ProxyProcess]]) -> ProxyProcess:
-    """A proxy with no routes."""
-    return await start_proxy()
 
 
 def dump(data: Any) -> bytes:

@@ -123,9 +123,14 @@ def fake_hub() -> Iterator[FakeHub]:
 
 
 def _spawner(tmp_dir: Path, started: list[SingleUser]) -> Spawner:
-    def spawn(hub: FakeHub, user: str = "alice", wait: bool = True, **extra: str) -> SingleUser:
+    def spawn(hub: FakeHub, user: str = "alice", wait: bool = True,
+              args: tuple[str, ...] = (), config: str = "", **extra: str) -> SingleUser:
+        """Start ``user``'s server with ``args``, a ``jupyter_server_config.py`` containing
+        ``config`` and ``extra`` environment variables; wait until ready unless told not to."""
         home = tmp_dir / f"{user}-{len(started)}"
-        home.mkdir(parents=True)
+        (home / ".jupyter").mkdir(parents=True)
+        if config:
+            (home / ".jupyter" / "jupyter_server_config.py").write_text(config)
         port = free_port()
         server_token = hub.add_token(user, [f"users:activity!user={user}"], kind="server")
         env = singleuser_env(hub, home, port, user, server_token, **extra)
@@ -133,7 +138,7 @@ def _spawner(tmp_dir: Path, started: list[SingleUser]) -> Spawner:
                             env["JUPYTERHUB_OAUTH_CALLBACK_URL"])
         log_path = home / "server.log"
         with log_path.open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "singleuser"], env=env, cwd=home,
+            proc = subprocess.Popen([sys.executable, "-m", "singleuser", *args], env=env, cwd=home,
                                     stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         server = SingleUser(proc, hub, port, env["JUPYTERHUB_SERVICE_PREFIX"], user,

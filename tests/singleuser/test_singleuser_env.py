@@ -170,7 +170,6 @@ def test_build_config() -> None:
     assert s.identity_provider_class == "singleuser.auth.HubIdentityProvider"
     assert s.jpserver_extensions == SERVER_EXTENSIONS
     assert s.jpserver_extensions["jupyterlab"] is True
-    assert s.tornado_settings["hub_prefix"] == "/my%20hub@/hub/"
     assert c.HubIdentityProvider.token == ""
     assert s.cookie_secret == b"x" * 32
     assert build_config(env).ServerApp.cookie_secret != build_config(env).ServerApp.cookie_secret

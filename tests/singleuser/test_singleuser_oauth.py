@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from http.cookies import Morsel
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -79,12 +80,13 @@ def test_authorize_redirect_query() -> None:
         ("jupyterhub-user-alice", "jupyterhub-user-alice"),
         ("jupyterhub-user-alice-gpu", "jupyterhub-user-alice-gpu"),
         ("jupyterhub-user-a@b.org", "jupyterhub-user-a%40b.org"),
-        ("jupyterhub-user-a%40b.org", "jupyterhub-user-a%2540b.org"),
+        ("jupyterhub-user-a%2Db-gpu", "jupyterhub-user-a%2Db-gpu"),
         ("jupyterhub-user-a=b;c", "jupyterhub-user-a%3Db%3Bc"),
     ],
 )
-def test_cookie_name_is_cookie_safe_and_one_to_one(client_id: str, cookie: str) -> None:
+def test_cookie_name_is_the_client_id_made_cookie_safe(client_id: str, cookie: str) -> None:
     assert cookie_name_for(client_id) == cookie
+    Morsel[str]().set(cookie, "value", "value")  # raises CookieError for an illegal name
 
 
 @pytest.mark.parametrize(

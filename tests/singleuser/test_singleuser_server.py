@@ -294,3 +294,47 @@ async def test_kernel_websocket_only_for_the_owner(alice: SingleUser) -> None:
     finally:
         requests.delete(alice.direct_url + f"api/kernels/{kernel.json()['id']}", headers=owner,
                         timeout=30)
+
+
+def test_cookies_planted_at_root_do_not_break_login(alice: SingleUser) -> None:
+    # another server on the same origin can set cookies with our names for path "/"
+    session = requests.Session()
+    session.headers["X-Fakehub-User"] = "alice"
+    for name in ("jupyterhub-user-alice", "jupyterhub-user-alice-oauth-state"):
+        session.cookies.set(name, "2|1:0|10:1700000000|4:junk|8:anVuaw==|deadbeef", path="/")
+    response = session.get(alice.public_url + "lab", timeout=20)
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.history) == 4
+    me = session.get(alice.public_url + "api/me", timeout=10)
+    assert me.status_code == 200 and me.json()["identity"]["username"] == "alice"
+
+
+def test_oauth_error_parameter_is_not_reflected_raw(alice: SingleUser) -> None:
+    response = requests.get(alice.public_url + "oauth_callback",
+                            params={"error": '"><img src=x onerror=alert(1)>\nforged'},
+                            timeout=10)
+    assert response.status_code == 403
+    assert "onerror" not in response.text and "forged" not in response.text
+    assert "unknown error" in response.text
+    assert "\nforged" not in alice.log()  # the access log has it URL-encoded only
+
+
+def test_hub_settings_win_over_user_config_and_flags(spawn: Spawner, fake_hub: object) -> None:
+    from tests.singleuser.fakehub import FakeHub
+
+    assert isinstance(fake_hub, FakeHub)
+    config = "\n".join([
+        "c.ServerApp.base_url = '/elsewhere/'",
+        "c.ServerApp.allow_unauthenticated_access = True",
+        "c.ServerApp.identity_provider_class = 'jupyter_server.auth.IdentityProvider'",
+        "c.ServerApp.tornado_settings = {'headers': {'X-From-User-Config': 'kept'}}",
+    ])
+    server = spawn(fake_hub, config=config, args=("--ServerApp.port=1", "--ServerApp.ip=0.0.0.0"))
+    response = requests.get(server.direct_url + "api/contents", timeout=10)
+    assert response.status_code == 403  # still the hub's authentication, prefix and port
+    assert response.headers.get("X-From-User-Config") == "kept"
+    token = fake_hub.add_token("alice", ["access:servers!user=alice"])
+    ok = requests.get(server.direct_url + "api/contents", timeout=10,
+                      headers={"Authorization": f"token {token}"})
+    assert ok.status_code == 200
+    assert "Jupyter Server" in server.log() and "elsewhere" not in server.log()

@@ -42,7 +42,8 @@ def upgrade() -> None:
     sa.Column('password_hash', sa.String(length=255), nullable=True),
     sa.Column('created', sa.DateTime(), nullable=False),
     sa.Column('last_activity', sa.DateTime(), nullable=True),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_users_name'), ['name'], unique=True)
@@ -61,7 +62,8 @@ def upgrade() -> None:
     sa.Column('created', sa.DateTime(), nullable=False),
     sa.Column('expires_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('login_sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_login_sessions_hashed'), ['hashed'], unique=True)
@@ -78,7 +80,8 @@ def upgrade() -> None:
     sa.Column('last_activity', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('user_id', 'name')
+    sa.UniqueConstraint('user_id', 'name'),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('servers', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_servers_user_id'), ['user_id'], unique=False)
@@ -115,7 +118,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['server_id'], ['servers.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['session_id'], ['login_sessions.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_api_tokens_hashed'), ['hashed'], unique=True)
