@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -310,7 +310,6 @@ class Runner:
     workdir: Path
     paths_file: Path | None = None
     lua_file: Path | None = None
-    log_lines: list[str] = field(default_factory=list)
 
     def loadgen_json(self, args: Sequence[str], timeout: float) -> Measures:
         """Run ``bench/_loadgen.py args`` and return its JSON result."""
@@ -493,7 +492,9 @@ def measure_direct(runner: Runner, port: int, plan: Plan) -> Measures:
     return m
 
 
-def measure_proxy(runner: Runner, target: Target, plan: Plan) -> Measures:
+def measure_proxy(
+    runner: Runner, target: Target, plan: Plan, profile_dir: Path | None = None
+) -> Measures:
     """Every measurement of one proxy; the route table stays small until the last step."""
     assert target.proc is not None
     pid = target.proc.pid
@@ -519,6 +520,11 @@ def measure_proxy(runner: Runner, target: Target, plan: Plan) -> Measures:
     log(f"{name}: HTTP keep-alive load ({runner.connections} connections)")
     m["http"] = runner.http(target.port)
     m["rss_after_http"] = rss_mb(pid)
+    if profile_dir is not None:
+        log(f"{name}: py-spy profile of the keep-alive run")
+        m["profile_http"] = profile_run(
+            runner, target, profile_dir / f"{name}-http.txt", False, runner.duration
+        )
 
     log(f"{name}: {plan.transfer_bytes // MB} MB upload and download")
     for mode in ("upload", "download"):
@@ -537,11 +543,90 @@ def measure_proxy(runner: Runner, target: Target, plan: Plan) -> Measures:
     m["route_add_s"] = add_routes(target, plan.route_paths, plan.backend_url)
     log(f"{name}: req/s over the same paths with {plan.routes} routes")
     m["routes_n"] = runner.http(target.port, many_paths=True)
+    if profile_dir is not None:
+        log(f"{name}: py-spy profile of the {plan.routes}-route run")
+        m["profile_routes"] = profile_run(
+            runner, target, profile_dir / f"{name}-routes.txt", True, runner.duration
+        )
     m["rss_end"] = rss_mb(pid)
     m["fds_end"] = open_fds(pid)
     if not target.proc.alive():
         raise RuntimeError(f"{name} died during the benchmark:\n{target.proc.log_tail()}")
     return m
+
+
+# -- profiling ------------------------------------------------------------------------------------
+
+
+def py_spy() -> str | None:
+    """The py-spy executable (next to this interpreter, or on PATH)."""
+    here = Path(PYTHON).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+def profile_run(
+    runner: Runner, target: Target, out: Path, many_paths: bool, duration: float
+) -> Measures:
+    """Sample ``target`` with py-spy (raw collapsed stacks in ``out``) during one HTTP run."""
+    exe = py_spy()
+    assert exe is not None and target.proc is not None
+    cmd = [exe, "record", "--pid", str(target.proc.pid), "--rate", "250", "--nonblocking"]
+    cmd += ["--format", "raw", "--duration", str(max(1, round(duration))), "-o", str(out)]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)  # let py-spy attach before the load starts
+        result = runner._http(target.port, many_paths, duration)
+        _, err = spy.communicate(timeout=30)
+        if spy.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+    finally:
+        if spy.poll() is None:
+            spy.kill()
+            spy.wait()
+    return result
+
+
+FRAME_RE = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
+
+
+def short_frame(frame: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (file.py)``, so lines of a function add up."""
+    match = FRAME_RE.match(frame.strip())
+    if not match:
+        return frame.strip()
+    func, path = match.groups()
+    parts = Path(path).parts
+    where = "/".join(parts[-2:]) if parts and parts[-2:-1] == ("proxy",) else Path(path).name
+    return f"{func} ({where})"
+
+
+def summarize_profile(raw: Path, top: int = 15) -> list[str]:
+    """Self and inclusive sample shares per function from py-spy's raw (collapsed) output."""
+    self_n: dict[str, int] = {}
+    incl_n: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [short_frame(f) for f in stack.split(";") if f.strip()]
+        if not frames:
+            continue
+        self_n[frames[-1]] = self_n.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl_n[f] = incl_n.get(f, 0) + n
+    if total == 0:
+        return [f"{raw.name}: no samples"]
+    out = [f"{raw.name}: {total} busy samples", "  self time (where the CPU is):"]
+    for f, n in sorted(self_n.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"    {100 * n / total:5.1f}%  {f}")
+    out.append("  inclusive time (proxy/ functions):")
+    ours = [(f, n) for f, n in incl_n.items() if "(proxy/" in f]
+    for f, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
+        out.append(f"    {100 * n / total:5.1f}%  {f}")
+    return out
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -803,6 +888,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--routes", type=int, help="routes in the big-table run (default 10,000)")
     p.add_argument("--transfer-mb", type=int, help="upload/download size in MB (default 100)")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="after the measurements, sample Himalia's proxy with py-spy during one more "
+        "keep-alive run and one more big-table run; raw stacks and a summary go to DIR",
+    )
     return p.parse_args(argv)
 
 
@@ -834,6 +925,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         loadgen = "wrk" if shutil.which("wrk") else "python"
     if loadgen == "wrk" and not shutil.which("wrk"):
         sys.exit("--loadgen wrk: wrk is not on PATH (apt-get install wrk)")
+    profile_dir: Path | None = None
+    if args.profile:
+        if py_spy() is None:
+            sys.exit("--profile needs py-spy (pip install py-spy)")
+        profile_dir = Path(args.profile).resolve()
+        profile_dir.mkdir(parents=True, exist_ok=True)
     proxy_cpus, other_cpus = cpu_layout(args.pin)
     if other_cpus:
         os.sched_setaffinity(0, other_cpus)  # inherited by the backend and load generators
@@ -911,7 +1008,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             with contextlib.ExitStack() as him_stack:
                 try:
                     him = start_himalia(him_stack, backend_url, workdir, proxy_cpus)
-                    results["himalia"] = measure_proxy(runner, him, plan)
+                    results["himalia"] = measure_proxy(runner, him, plan, profile_dir)
                 except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
                     errors.append(f"himalia: {exc}")
                     log(f"himalia run failed: {exc}")
@@ -947,6 +1044,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     missed = [r.label.strip() for r in rows if r.ok is False]
     if him_m is not None and chp_m is not None:
         print("targets: all met" if not missed else "targets missed: " + "; ".join(missed))
+    if profile_dir is not None and him_m is not None:
+        summary: list[str] = []
+        for key, label in (("profile_http", "http"), ("profile_routes", "routes")):
+            raw = profile_dir / f"himalia-{label}.txt"
+            if raw.exists():
+                rps = fmt(get(him_m, key, "rps"), 0)
+                summary += [f"py-spy, {label} run ({rps} req/s while sampled):"]
+                summary += [*summarize_profile(raw), ""]
+        (profile_dir / "summary.txt").write_text("\n".join(summary))
+        print()
+        print("\n".join(summary))
     for e in errors:
         print(f"ERROR {e}", file=sys.stderr)
 

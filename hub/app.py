@@ -16,9 +16,15 @@ from typing import Any
 
 from tornado import web
 
+from hub.api import authorizations as api_authorizations
+from hub.api import groups as api_groups
 from hub.api import oauth as api_oauth
+from hub.api import proxy as api_proxy
 from hub.api import root as api_root
 from hub.api import servers as api_servers
+from hub.api import services as api_services
+from hub.api import shutdown as api_shutdown
+from hub.api import spec as api_spec
 from hub.api import tokens as api_tokens
 from hub.api import users as api_users
 from hub.context import HubContext
@@ -30,8 +36,11 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("hub.access")
 
 ROUTE_MODULES: tuple[ModuleType, ...] = (
-    api_root, api_users, api_servers, api_tokens, api_oauth, login, pages,
+    api_root, api_users, api_servers, api_tokens, api_groups, api_services, api_proxy,
+    api_shutdown, api_authorizations, api_oauth, api_spec, login, pages,
 )
+#: Paths that carry a secret (the legacy token lookup); the access log shows them redacted.
+SECRET_PATH = re.compile(r"(/authorizations/token/)[^/?]+")
 
 
 class StaticHandler(web.StaticFileHandler):
@@ -78,8 +87,9 @@ def log_request(handler: web.RequestHandler) -> None:
         level = logging.DEBUG
     who = getattr(getattr(handler, "identity", None), "name", "-")
     ms = 1000.0 * handler.request.request_time()
+    path = SECRET_PATH.sub(r"\1[secret]", handler.request.path)
     access_log.log(level, "%d %s %s (%s) %.1fms", status, handler.request.method,
-                   scrub(handler.request.path), scrub(who, 64), ms)
+                   scrub(path), scrub(who, 64), ms)
 
 
 def make_app(hub: HubContext) -> web.Application:

@@ -9,6 +9,8 @@ Values come from, in increasing precedence: defaults, a TOML file (``--config``)
 from __future__ import annotations
 
 import argparse
+import builtins
+import json
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -31,6 +33,7 @@ class Option:
     default: Any
     help: str
     cli: bool = True  # exposed as a --flag (lists and tables are file-only)
+    items: builtins.type = str  # element type of a list option: str, or dict for a list of tables
 
     @property
     def env(self) -> str:
@@ -87,6 +90,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("token_max_age_days", float, 0.0, "Longest allowed API token lifetime (0: none)."),
     Option("create_first_admin", bool, True, "On an empty database create 'admin' with a "
            "random password, printed once and saved to <data_dir>/admin-password."),
+    Option("named_server_limit_per_user", int, 0, "Named servers a user may have (running or "
+           "stopped; 0: no limit); creating one more answers 400."),
+    Option("roles", list, [], "Roles loaded at start-up: tables {name, description, scopes, "
+           "users, groups, services}; a listed membership replaces the role's previous one.",
+           cli=False, items=dict),
+    Option("groups", list, [], "Groups created at start-up: tables {name, users, properties}; "
+           "listed users and properties are added, nothing is removed.", cli=False, items=dict),
+    Option("services", list, [], "External services: tables {name, url, api_token, admin, "
+           "display, info}; the token (8+ characters) authenticates as the service.",
+           cli=False, items=dict),
 )
 
 _BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -131,6 +144,8 @@ def _coerce(opt: Option, raw: Any, source: str) -> Any:
             if text in {"0", "false", "no", "off"}:
                 return False
             raise ValueError(raw)
+        if opt.type is list and opt.items is dict:
+            return _tables(raw)
         if opt.type is list:
             if isinstance(raw, list):
                 return [str(x) for x in raw]
@@ -139,8 +154,19 @@ def _coerce(opt: Option, raw: Any, source: str) -> Any:
             raise ValueError(raw)
         return opt.type(raw)
     except (TypeError, ValueError):
+        if opt.items is dict:  # never echo tables: they may hold service tokens
+            raise ConfigError(f"{source}: {opt.name} must be a list of tables") from None
         kind = opt.type.__name__
         raise ConfigError(f"{source}: {opt.name} must be {kind}, got {raw!r}") from None
+
+
+def _tables(raw: Any) -> list[dict[str, Any]]:
+    """A list of tables: TOML ``[[name]]`` arrays, or JSON text (from the environment)."""
+    if isinstance(raw, str):
+        raw = json.loads(raw)  # ValueError → ConfigError in _coerce
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        raise ValueError(raw)
+    return [dict(x) for x in raw]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ their dependencies as typed attributes; there are no module globals.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,8 @@ from hub.services.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from hub.services.oauth import OAuthProvider
-    from hub.services.proxy_client import ProxyClient
+    from hub.services.proxy_client import ProxyClient, ProxyLauncher, Route
+    from hub.services.rbac import Service
     from hub.services.servers import ServerManager
 
 
@@ -37,6 +39,12 @@ class HubContext:
     proxy: ProxyClient | None = None
     oauth: OAuthProvider | None = None
     custom_roles: dict[str, list[str]] = field(default_factory=dict)
+    #: The proxy's supervisor (``/hub/api/proxy``); ``proxy`` is its client.
+    proxy_launcher: ProxyLauncher | None = None
+    #: Every route the proxy should hold besides the hub's (servers and services).
+    wanted_routes: Callable[[], Mapping[str, Route]] | None = None
+    #: External services from the ``services`` setting, by name (read-only at run time).
+    external_services: dict[str, Service] = field(default_factory=dict)
     start_time: float = field(default_factory=time.time)
 
     def hub_prefix(self) -> str:

@@ -29,6 +29,13 @@ def static_dir() -> Path:
     return source if source.is_dir() else share_dir() / "static"
 
 
+def api_spec_file() -> Path:
+    """The REST API's OpenAPI spec: ``docs/rest-api.yml`` in a checkout, else installed as
+    ``share/jupyter/hub/rest-api.yml``."""
+    source = _SOURCE_SHARE.parent.parent.parent / "docs" / "rest-api.yml"
+    return source if source.is_file() else share_dir() / "rest-api.yml"
+
+
 def bootstrap_dir() -> Path:
     """Bootstrap 5's CSS and JS from the installed ``bootstrap-wrapper`` package."""
     import bootstrap_wrapper

@@ -93,7 +93,7 @@ class ProxyServer:
         def api() -> ApiConnection:
             return ApiConnection(app, self.api_connections)
 
-        host = config.ip or None
+        host = None if config.ip in ("", "*") else config.ip  # CHP reads "*" as all too
         proxy_server = await loop.create_server(public, host, config.port, ssl=tls, backlog=1024)
         self._servers.append(proxy_server)
         api_server = await loop.create_server(api, config.api_ip, config.effective_api_port)

@@ -33,6 +33,7 @@ _MESSAGES = {
     400: "The request could not be understood.",
     404: "Nothing is served at this address.",
     431: "The request headers are too large.",
+    501: "The request uses a transfer-coding this server does not support.",
     502: "The server for this address sent an invalid response.",
     503: "The server for this address is not responding. "
     "It may be starting or stopped; try again in a moment.",

@@ -21,11 +21,11 @@ import httptools
 
 from .headers import (
     LAST_CHUNK,
+    ResponseHeaders,
     encode_chunk,
     interim_head,
     request_head,
     response_head,
-    scan_response,
 )
 from .logs import access_log
 from .messages import PAUSE_BACKPRESSURE, PAUSE_BUFFER, Downstream, ProxyContext, Request
@@ -53,6 +53,7 @@ class Exchange:
     """
 
     __slots__ = (
+        "_bad_switch",
         "_bytes_in",
         "_chunk_out",
         "_close_delimited",
@@ -103,11 +104,11 @@ class Exchange:
         self._task: asyncio.Task[None] | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers = ResponseHeaders()
         self._out: list[bytes] = []  # response bytes gathered while parsing one read
         self._note = ""
         self._reused = self._retried = self._head_sent = self._bytes_in = False
-        self._in_head = self._interim = self._switching = False
+        self._in_head = self._interim = self._switching = self._bad_switch = False
         self._response_started = self._response_done = self._finished = False
         self._chunk_out = self._close_delimited = self._up_keep_alive = False
         self._request_done = not request.has_body
@@ -126,7 +127,7 @@ class Exchange:
             return
         route.last_activity = self.ctx.now()
         conn = None
-        if not self.request.facts.websocket:
+        if not self.request.headers.websocket:
             conn = self.ctx.pool.acquire(route.target)
         if conn is not None:
             self._attach(conn, reused=True)
@@ -136,11 +137,11 @@ class Exchange:
     def feed_body(self, chunk: bytes) -> None:
         """A piece of the request body, as decoded by the client's parser."""
         if not self._finished:
-            self._send_body(encode_chunk(chunk) if self.request.facts.chunked else chunk)
+            self._send_body(encode_chunk(chunk) if self.request.headers.chunked else chunk)
 
     def body_complete(self) -> None:
         """The client finished sending the request."""
-        if self.request.facts.chunked and not self._finished:
+        if self.request.headers.chunked and not self._finished:
             self._send_body(LAST_CHUNK)
         self._request_done = True
 
@@ -149,6 +150,7 @@ class Exchange:
         if self._finished:
             return
         self._finished = True
+        self._parser = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -189,16 +191,8 @@ class Exchange:
         conn.handler = self
         self._parser = httptools.HttpResponseParser(self)
         req = self.request
-        head = request_head(
-            req.method,
-            req.url,
-            req.headers,
-            target=self.route.target,
-            forwarded=self.down.forwarded,
-            chunked=req.facts.chunked,
-            websocket=req.facts.websocket,
-            host=req.facts.host,
-        )
+        target, forwarded = self.route.target, self.down.forwarded
+        head = request_head(req.method, req.url, req.headers, target=target, forwarded=forwarded)
         if self._pending:
             head = b"".join([head, *self._pending])
             self._pending.clear()
@@ -240,12 +234,12 @@ class Exchange:
                 log.error("Bug while relaying a response", exc_info=exc.__context__)
             self._upstream_failed(f"invalid response: {exc}")
             return
-        if self._response_done and not self._switching:
+        if self._response_done:
             self._finish()  # flushes, final chunk included
             return
         self._flush()
-        if self._switching:
-            self._upstream_failed("101 response without Upgrade")
+        if self._switching or self._bad_switch:
+            self._upstream_failed("invalid 101 response")
 
     def upstream_lost(self, exc: Exception | None) -> None:
         self._up = None
@@ -291,19 +285,22 @@ class Exchange:
     def on_message_begin(self) -> None:
         if self._response_done:
             self._up_keep_alive = False  # an unsolicited second response
-        self._headers = []
+        self._headers = ResponseHeaders()
         self._in_head = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_head:  # trailers (after the body) are dropped
-            self._headers.append((name, value))
+            self._headers.add(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         assert self._parser is not None
         status = self._parser.get_status_code()
         if status == 101:
-            self._begin_switch()
+            if self.request.headers.websocket and self._parser.should_upgrade():
+                self._begin_switch()
+            else:
+                self._bad_switch = True  # upstream_data answers 502
         elif status < 200:
             self._interim = True
             if not self.request.http10:
@@ -317,7 +314,7 @@ class Exchange:
     def on_message_complete(self) -> None:
         if self._interim:
             self._interim = False
-        elif not self._switching:
+        elif not (self._switching or self._bad_switch):
             self._response_done = True
 
     # -- the response
@@ -326,15 +323,14 @@ class Exchange:
         req = self.request
         self.status = status
         self._up_keep_alive = up_keep_alive
-        has_length, chunked = scan_response(self._headers)
         head_only = req.method == b"HEAD"
-        if not (head_only or status in (204, 304) or has_length):
-            self._close_delimited = not chunked
+        if not (head_only or status in (204, 304) or self._headers.content_length):
+            self._close_delimited = not self._headers.chunked
             if req.http10:
                 self._keep_alive = False
             else:
                 self._chunk_out = True
-        if req.facts.websocket or not self._request_done:
+        if req.headers.websocket or not self._request_done:
             self._keep_alive = False  # the client's side of the connection is undefined
         head = response_head(
             status,
@@ -349,9 +345,6 @@ class Exchange:
             self._response_done = True
 
     def _begin_switch(self) -> None:
-        assert self._parser is not None
-        if not (self.request.facts.websocket and self._parser.should_upgrade()):
-            return  # upstream_data reports the broken switch
         self.status = 101
         self._switching = self._response_started = True
         head = response_head(
@@ -363,6 +356,7 @@ class Exchange:
         up, self._up = self._up, None
         assert up is not None
         self._finished = True
+        self._parser = None
         self._log("websocket")
         if tail:
             self._out.append(tail)
@@ -373,6 +367,7 @@ class Exchange:
         if self._finished:
             return
         self._finished = True
+        self._parser = None  # it refers back to us: break the cycle, spare the GC
         if self._chunk_out:
             self._out.append(LAST_CHUNK)
         self._flush()
@@ -407,7 +402,7 @@ class Exchange:
         self.status, self._note = status, reason
         self._drop_upstream()
         req = self.request
-        if req.facts.websocket or not self._request_done:
+        if req.headers.websocket or not self._request_done:
             self._keep_alive = False
         head_only = req.method == b"HEAD"
         pages = self.ctx.error_pages

@@ -1,7 +1,11 @@
-"""Header rewriting between client and target: pure functions on raw header lists.
+"""Header rewriting between client and target, without I/O.
 
-Headers travel as lists of ``(name, value)`` byte pairs exactly as parsed, names in their
-original case. Going upstream the proxy
+Headers are sorted *as they are parsed*: the parser callbacks feed each ``(name, value)`` to a
+:class:`RequestHeaders` or :class:`ResponseHeaders`, which lower-cases the name once, renders
+end-to-end headers straight into the bytes to forward (original case kept), and records the
+few the proxy acts on. Building the outgoing head is then a join — this is the hot path.
+
+Going upstream the proxy
 
 * removes hop-by-hop headers (RFC 9110 §7.6.1): ``Connection`` and every header it names,
   ``Keep-Alive``, ``Proxy-Connection``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``,
@@ -17,21 +21,22 @@ Coming back it strips the same hop-by-hop set and adds its own framing and ``Con
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 
 from .routes import Target
 
 __all__ = [
+    "HOP_BY_HOP",
     "LAST_CHUNK",
     "Forwarded",
-    "RequestFacts",
+    "RequestHeaders",
+    "ResponseHeaders",
     "encode_chunk",
     "interim_head",
     "request_head",
     "response_head",
-    "scan_request",
-    "scan_response",
     "status_line",
 ]
 
@@ -49,10 +54,18 @@ HOP_BY_HOP = frozenset(
     }
 )
 _FORWARDED_APPEND = (b"x-forwarded-for", b"x-forwarded-port", b"x-forwarded-proto")
-_UPGRADE_KEEP = frozenset({b"connection", b"upgrade"})
+_REQUEST_SPECIAL = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"expect",
+    b"x-forwarded-for",
+    b"x-forwarded-port",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+}
+_RESPONSE_SPECIAL = HOP_BY_HOP | {b"content-length"}
+_COMMON_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade"})
 LAST_CHUNK = b"0\r\n\r\n"
-
-Headers = list[tuple[bytes, bytes]]
 
 
 def status_line(status: int) -> bytes:
@@ -72,17 +85,136 @@ def encode_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+def _tokens(value: bytes) -> frozenset[bytes]:
+    """Names in a ``Connection`` value beyond the fixed hop-by-hop set (usually none)."""
+    if value.strip().lower() in _COMMON_CONNECTION:
+        return frozenset()
+    return frozenset(token.strip().lower() for token in value.split(b",")) - HOP_BY_HOP
+
+
+def _without(lines: list[bytes], names: frozenset[bytes]) -> list[bytes]:
+    """``lines`` (groups of name, ": ", value, CRLF) minus the headers in ``names``."""
+    kept: list[bytes] = []
+    for i in range(0, len(lines), 4):
+        if lines[i].lower() not in names:
+            kept += lines[i : i + 4]
+    return kept
+
+
+class RequestHeaders:
+    """A request's headers, sorted while parsed (see the module docstring).
+
+    ``lines`` holds the end-to-end headers ready to forward; the other attributes are what
+    the proxy acts on: ``host`` (and how many ``Host`` headers came), body framing
+    (``content_length``, ``chunked``, ``other_coding`` — a transfer-coding besides chunked),
+    ``expect_continue``, ``websocket`` (``Upgrade: websocket``), the client's own
+    ``X-Forwarded-*`` values and the extra names its ``Connection`` header declared hop-by-hop.
+    """
+
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "count",
+        "expect_continue",
+        "extra",
+        "forwarded_host",
+        "host",
+        "host_count",
+        "lines",
+        "other_coding",
+        "prior",
+        "websocket",
+    )
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.count = self.host_count = 0
+        self.host: bytes | None = None
+        self.content_length = self.chunked = self.other_coding = False
+        self.expect_continue = self.websocket = False
+        self.prior: dict[bytes, list[bytes]] | None = None
+        self.forwarded_host: bytes | None = None
+        self.extra: frozenset[bytes] = frozenset()
+
+    @classmethod
+    def of(cls, headers: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
+        collected = cls()
+        for name, value in headers:
+            collected.add(name, value)
+        return collected
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.count += 1
+        lname = name.lower()
+        if lname not in _REQUEST_SPECIAL:
+            self.lines += (name, b": ", value, b"\r\n")
+        else:
+            self._special(lname, name, value)
+
+    def _special(self, lname: bytes, name: bytes, value: bytes) -> None:
+        if lname in HOP_BY_HOP:
+            self._hop_by_hop(lname, value)
+            return
+        if lname == b"x-forwarded-host":
+            self.forwarded_host = self.forwarded_host or value
+            return
+        if lname in _FORWARDED_APPEND:  # the proxy appends its own value to the client's
+            if self.prior is None:
+                self.prior = {}
+            self.prior.setdefault(lname, []).append(value)
+            return
+        if lname == b"host":
+            self.host = value.strip()
+            self.host_count += 1
+        elif lname == b"content-length":
+            self.content_length = True
+        elif lname == b"expect":
+            self.expect_continue = value.strip().lower() == b"100-continue"
+        self.lines += (name, b": ", value, b"\r\n")
+
+    def _hop_by_hop(self, lname: bytes, value: bytes) -> None:
+        if lname == b"transfer-encoding":  # the proxy frames the body itself
+            codings = value.strip().lower()
+            self.chunked = codings.rsplit(b",", 1)[-1].strip() == b"chunked"
+            self.other_coding = codings != b"chunked"
+        elif lname == b"upgrade":
+            self.websocket = value.strip().lower() == b"websocket"
+        elif lname == b"connection":
+            self.extra = self.extra | _tokens(value)
+
+
 @dataclass(slots=True)
 class Forwarded:
     """What the proxy knows about one client connection, for ``X-Forwarded-*``.
 
     ``port`` is the default port of ``proto``; like configurable-http-proxy, a port in the
     request's ``Host`` header takes precedence (it is the port the client actually used).
+    The rendered headers are cached per ``Host`` value: a connection rarely changes it.
     """
 
     client_ip: bytes
     port: bytes
     proto: bytes
+    _cached_host: bytes | None = None
+    _cached: bytes = b""
+
+    def render(self, headers: RequestHeaders, fallback_host: bytes) -> bytes:
+        host = headers.host
+        plain = headers.prior is None and headers.forwarded_host is None
+        if plain and host is not None and host == self._cached_host:
+            return self._cached
+        prior = headers.prior or {}
+        values = (self.client_ip, _host_port(host, self.port), self.proto)
+        parts = [
+            b"%s: %s\r\n" % (lname, b", ".join([*prior.get(lname, ()), value]))
+            for lname, value in zip(_FORWARDED_APPEND, values, strict=True)
+        ]
+        forwarded_host = headers.forwarded_host or host or fallback_host
+        parts.append(b"x-forwarded-host: %s\r\n" % forwarded_host)
+        rendered = b"".join(parts)
+        if plain and host is not None:
+            self._cached_host, self._cached = host, rendered
+        return rendered
 
 
 def _host_port(host: bytes | None, default: bytes) -> bytes:
@@ -93,109 +225,68 @@ def _host_port(host: bytes | None, default: bytes) -> bytes:
     return default
 
 
-@dataclass(slots=True)
-class RequestFacts:
-    """The request headers the proxy acts on, gathered in one pass."""
-
-    host: bytes | None = None
-    host_count: int = 0
-    content_length: bool = False
-    chunked: bool = False
-    expect_continue: bool = False
-    websocket: bool = False
-
-
-def _last_coding(value: bytes) -> bytes:
-    return value.rsplit(b",", 1)[-1].strip().lower()
-
-
-def scan_request(headers: Headers) -> RequestFacts:
-    """Collect ``Host``, body framing, ``Expect`` and ``Upgrade`` from request headers."""
-    facts = RequestFacts()
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"host":
-            facts.host = value.strip()
-            facts.host_count += 1
-        elif lname == b"content-length":
-            facts.content_length = True
-        elif lname == b"transfer-encoding":
-            facts.chunked = _last_coding(value) == b"chunked"
-        elif lname == b"expect":
-            facts.expect_continue = value.strip().lower() == b"100-continue"
-        elif lname == b"upgrade":
-            facts.websocket = value.strip().lower() == b"websocket"
-    return facts
-
-
-def scan_response(headers: Headers) -> tuple[bool, bool]:
-    """``(has Content-Length, is chunked)`` for response headers."""
-    length = chunked = False
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"content-length":
-            length = True
-        elif lname == b"transfer-encoding":
-            chunked = _last_coding(value) == b"chunked"
-    return length, chunked
-
-
-def _dropped(headers: Headers, keep: frozenset[bytes] = frozenset()) -> frozenset[bytes]:
-    """Hop-by-hop names for this message: the fixed set plus any named in ``Connection``."""
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named.update(token.strip().lower() for token in value.split(b","))
-    if not named:
-        return HOP_BY_HOP - keep if keep else HOP_BY_HOP
-    return (HOP_BY_HOP | named) - keep
-
-
 def request_head(
     method: bytes,
     url: bytes,
-    headers: Headers,
+    headers: RequestHeaders,
     *,
     target: Target,
     forwarded: Forwarded,
-    chunked: bool,
-    websocket: bool = False,
-    host: bytes | None = None,
 ) -> bytes:
     """The request line and headers to send to ``target`` (always HTTP/1.1)."""
-    drop = _dropped(headers)
-    lines = [b"%s %s%s HTTP/1.1\r\n" % (method, target.base_path, url)]
-    prior: dict[bytes, list[bytes]] = {}
-    forwarded_host: bytes | None = None
-    for name, value in headers:
+    lines = _without(headers.lines, headers.extra) if headers.extra else headers.lines
+    parts = [b"%s %s%s HTTP/1.1\r\n" % (method, target.base_path, url), *lines]
+    if headers.host is None:
+        parts.append(b"Host: %s\r\n" % target.authority)  # an HTTP/1.0 client sent none
+    parts.append(forwarded.render(headers, target.authority))
+    if headers.websocket:
+        parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
+    elif headers.chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class ResponseHeaders:
+    """A target's response headers, sorted while parsed.
+
+    ``lines`` holds the end-to-end headers to relay; ``content_length`` and ``chunked`` give
+    the framing; ``upgrade_lines`` keeps ``Connection``/``Upgrade`` for a ``101`` answer.
+    """
+
+    __slots__ = ("chunked", "content_length", "extra", "lines", "upgrade_lines")
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.upgrade_lines: list[bytes] = []
+        self.content_length = self.chunked = False
+        self.extra: frozenset[bytes] = frozenset()
+
+    @classmethod
+    def of(cls, headers: Iterable[tuple[bytes, bytes]]) -> ResponseHeaders:
+        collected = cls()
+        for name, value in headers:
+            collected.add(name, value)
+        return collected
+
+    def add(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
-        if lname in drop:
-            continue
-        if lname.startswith(b"x-forwarded-"):
-            if lname in _FORWARDED_APPEND:
-                prior.setdefault(lname, []).append(value)
-                continue
-            if lname == b"x-forwarded-host":
-                forwarded_host = forwarded_host or value
-                continue
-        lines.append(b"%s: %s\r\n" % (name, value))
-    if host is None:
-        lines.append(b"Host: %s\r\n" % target.authority)
-    values = (forwarded.client_ip, _host_port(host, forwarded.port), forwarded.proto)
-    for lname, value in zip(_FORWARDED_APPEND, values, strict=True):
-        lines.append(b"%s: %s\r\n" % (lname, b", ".join([*prior.get(lname, ()), value])))
-    lines.append(b"x-forwarded-host: %s\r\n" % (forwarded_host or host or target.authority))
-    if websocket:
-        lines.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
-    elif chunked:
-        lines.append(b"Transfer-Encoding: chunked\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
+        if lname not in _RESPONSE_SPECIAL:
+            self.lines += (name, b": ", value, b"\r\n")
+        elif lname == b"content-length":
+            self.content_length = True
+            self.lines += (name, b": ", value, b"\r\n")
+        elif lname == b"transfer-encoding":
+            self.chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+        elif lname == b"connection" or lname == b"upgrade":
+            if lname == b"connection":
+                self.extra = self.extra | _tokens(value)
+            self.upgrade_lines += (name, b": ", value, b"\r\n")
 
 
 def response_head(
     status: int,
-    headers: Headers,
+    headers: ResponseHeaders,
     *,
     chunked: bool,
     keep_alive: bool,
@@ -203,26 +294,22 @@ def response_head(
     upgrade: bool = False,
 ) -> bytes:
     """The status line and headers to send to the client for a target's final response."""
-    drop = _dropped(headers, keep=_UPGRADE_KEEP if upgrade else frozenset())
-    lines = [_STATUS_LINES.get(status) or status_line(status)]
-    for name, value in headers:
-        if name.lower() not in drop:
-            lines.append(b"%s: %s\r\n" % (name, value))
-    if chunked:
-        lines.append(b"Transfer-Encoding: chunked\r\n")
-    if not upgrade:
+    parts = [_STATUS_LINES.get(status) or status_line(status)]
+    parts += _without(headers.lines, headers.extra) if headers.extra else headers.lines
+    if upgrade:
+        parts += headers.upgrade_lines
+    else:
+        if chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
         if not keep_alive:
-            lines.append(b"Connection: close\r\n")
+            parts.append(b"Connection: close\r\n")
         elif http10:
-            lines.append(b"Connection: keep-alive\r\n")
-    lines.append(b"\r\n")
-    return b"".join(lines)
+            parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
-def interim_head(status: int, headers: Headers) -> bytes:
+def interim_head(status: int, headers: ResponseHeaders) -> bytes:
     """A 1xx response (``100 Continue``, ``103 Early Hints``) relayed to the client."""
-    drop = _dropped(headers)
-    lines = [_STATUS_LINES.get(status) or status_line(status)]
-    lines += [b"%s: %s\r\n" % (n, v) for n, v in headers if n.lower() not in drop]
-    lines.append(b"\r\n")
-    return b"".join(lines)
+    parts = [_STATUS_LINES.get(status) or status_line(status), *headers.lines, b"\r\n"]
+    return b"".join(parts)

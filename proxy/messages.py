@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from .headers import Forwarded, RequestFacts
+from .headers import Forwarded, RequestHeaders
 
 if TYPE_CHECKING:
     from .errors import ErrorPages
@@ -47,15 +47,14 @@ class Request:
     method: bytes
     url: bytes
     path: str
-    headers: list[tuple[bytes, bytes]]
-    facts: RequestFacts
+    headers: RequestHeaders
     http10: bool
     keep_alive: bool
     started: float
 
     @property
     def has_body(self) -> bool:
-        return self.facts.chunked or self.facts.content_length
+        return self.headers.chunked or self.headers.content_length
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from typing import cast
 import httptools
 
 from .exchange import Exchange
-from .headers import Forwarded, scan_request
+from .headers import Forwarded, RequestHeaders
 from .messages import (
     PAUSE_BACKPRESSURE,
     PAUSE_BUFFER,
@@ -63,7 +63,7 @@ class ClientConnection(asyncio.Protocol):
         self._tunnel: ClientHandler | None = None
         self._upgrade_tail: bytes | None = None
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers = RequestHeaders()
         self._in_head = True
         self._head_bytes = self._head_size = 0
         self._idle_deadline = 0.0
@@ -116,6 +116,7 @@ class ClientConnection(asyncio.Protocol):
             self._idle_timer = None
         if self._tunnel is not None:
             self._tunnel.client_lost()
+            self._tunnel = None
         if self._current is not None:
             self._current.client_lost()
         for exchange in self._queue:
@@ -139,7 +140,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = []
+        self._headers = RequestHeaders()
         self._head_size = 0
 
     def on_url(self, url: bytes) -> None:
@@ -149,7 +150,7 @@ class ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # trailers of a chunked body are dropped
-        self._headers.append((name, value))
+        self._headers.add(name, value)
         self._head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
@@ -179,24 +180,26 @@ class ClientConnection(asyncio.Protocol):
 
     def _new_exchange(self) -> Exchange:
         parser = self._parser
-        headers, self._headers = self._headers, []
-        facts = scan_request(headers)
+        headers = self._headers
         request = Request(
             parser.get_method(),
             self._url,
             "",
             headers,
-            facts,
             parser.get_http_version() == "1.0",
             parser.should_keep_alive(),
             self.ctx.now(),
         )
         reject = 0
         route = None
-        if self._head_size > self.ctx.max_header_bytes or len(headers) > self.ctx.max_headers:
+        upgrade = parser.should_upgrade()
+        headers.websocket = headers.websocket and upgrade  # "Upgrade" alone is just a header
+        if self._head_size > self.ctx.max_header_bytes or headers.count > self.ctx.max_headers:
             reject = 431
-        elif parser.should_upgrade() and not (facts.websocket and request.method == b"GET"):
+        elif upgrade and not (headers.websocket and request.method == b"GET"):
             reject = 400  # CONNECT, h2c and other upgrades are not proxied
+        elif headers.other_coding:
+            reject = 501  # gzip etc. as transfer-coding: nobody sends it, nobody gets it
         else:
             reject, route = self._route(request)
         if reject:
@@ -204,13 +207,13 @@ class ClientConnection(asyncio.Protocol):
         return Exchange(self.ctx, self, request, route, reject)
 
     def _route(self, request: Request) -> tuple[int, Route | None]:
-        facts = request.facts
-        if facts.host_count > 1 or (facts.host_count == 0 and not request.http10):
+        headers = request.headers
+        if headers.host_count > 1 or (headers.host_count == 0 and not request.http10):
             return 400, None
         try:
             path = canonical_path(request.url.split(b"?", 1)[0].decode("latin-1"))
             if self.ctx.host_routing:
-                host = (facts.host or b"").decode("latin-1")
+                host = (headers.host or b"").decode("latin-1")
                 path = "/" + canonical_host(host) + path
         except BadPath:
             return 400, None
@@ -291,9 +294,9 @@ class ClientConnection(asyncio.Protocol):
     # -- idle timeout and shutdown
 
     def _set_idle_deadline(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._idle_deadline = loop.time() + self.ctx.keep_alive_timeout
+        self._idle_deadline = self.ctx.now() + self.ctx.keep_alive_timeout
         if self._idle_timer is None:
+            loop = asyncio.get_running_loop()
             self._idle_timer = loop.call_at(self._idle_deadline, self._on_idle)
 
     def _on_idle(self) -> None:

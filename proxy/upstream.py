@@ -100,7 +100,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     @property
     def usable(self) -> bool:
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
+        transport = self.transport
+        return not self.closed and transport is not None and not transport.is_closing()
 
 
 class UpstreamPool:
@@ -123,6 +124,7 @@ class UpstreamPool:
         self._idle: dict[PoolKey, dict[UpstreamConnection, None]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._tls: ssl.SSLContext | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def acquire(self, target: Target) -> UpstreamConnection | None:
         idle = self._idle.get(target.pool_key)
@@ -164,11 +166,15 @@ class UpstreamPool:
             conn.close()
             return
         conn.resume_reading()
-        idle = self._idle.setdefault(conn.key, {})
-        if len(idle) >= self.max_idle:
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            idle = self._idle[conn.key] = {}
+        elif len(idle) >= self.max_idle:
             conn.close()
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         conn.idle_since = loop.time()
         idle[conn] = None
         if self._sweeper is None:

@@ -1,12 +1,13 @@
-"""JSON models of users and servers, trimmed to what the caller may read."""
+"""JSON models of users, servers, groups and services, trimmed to what the caller may read."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hub.api.base import APIHandler
-from hub.db.models import User, isoformat
+from hub.db.models import Group, User, isoformat
 from hub.services import scopes as sc
+from hub.services.rbac import Service
 from hub.services.users import role_names, server_model
 
 
@@ -56,4 +57,40 @@ def user_model(handler: APIHandler, user: User, full: bool = False,
         "last_activity": isoformat(user.last_activity),
         "servers": servers,
     })
+    return model
+
+
+def group_model(handler: APIHandler, group: Group) -> dict[str, Any]:
+    """JupyterHub's group model: ``users`` and ``properties`` need ``read:groups``,
+    ``roles`` needs ``read:roles:groups``; ``kind`` and ``name`` are always there."""
+    ident = handler.identity
+    assert ident is not None
+    res = sc.Resource(group=group.name)
+    model: dict[str, Any] = {"kind": "group", "name": group.name}
+    if ident.can("read:groups", res):
+        model["users"] = sorted(u.name for u in group.users)
+        model["properties"] = dict(group.properties or {})
+    if ident.can("read:roles:groups", res):
+        model["roles"] = sorted(r.name for r in group.roles)
+    return model
+
+
+def service_model(handler: APIHandler, service: Service) -> dict[str, Any]:
+    """JupyterHub's service model: the details need ``read:services``, ``roles`` needs
+    ``read:roles:services``; ``kind``, ``name`` and ``admin`` are always there."""
+    ident = handler.identity
+    assert ident is not None
+    model: dict[str, Any] = {"kind": "service", "name": service.name, "admin": service.admin}
+    if ident.can("read:services"):
+        base = handler.hub.config.base_url
+        model.update({
+            "url": service.url,
+            "prefix": f"{base}services/{service.name}/" if service.url else "",
+            "command": [],  # external services only: the hub runs no service processes
+            "pid": 0,
+            "info": dict(service.info),
+            "display": service.display,
+        })
+    if ident.can("read:roles:services"):
+        model["roles"] = list(service.roles)
     return model

@@ -6,8 +6,9 @@ import sys
 
 from hub import API_VERSION, __version__
 from hub.api.base import APIHandler
-from hub.api.models import user_model
+from hub.api.models import service_model, user_model
 from hub.db.database import transaction
+from hub.handlers.base import HubError
 from hub.services import users
 
 
@@ -54,9 +55,16 @@ class SelfHandler(APIHandler):
 
     def get(self) -> None:
         assert self.identity is not None
-        with transaction(self.hub.db) as session:
-            user = users.require(session, self.identity.name)
-            model = user_model(self, user, full=True)
+        service = self.hub.external_services.get(self.identity.service or "")
+        if self.identity.service is not None:  # a service's token: its own model
+            if service is None:
+                raise HubError(403, "Missing or invalid credentials")
+            model = service_model(self, service)
+            model["roles"] = list(service.roles)
+        else:
+            with transaction(self.hub.db) as session:
+                user = users.require(session, self.identity.name)
+                model = user_model(self, user, full=True)
         model["scopes"] = sorted(self.identity.scopes)
         model["session_id"] = self.identity.session_id
         model["token_id"] = self.identity.token_id

@@ -1,4 +1,8 @@
-"""``/hub/api/users/<name>/server`` and ``/servers/<server>``: start, stop, progress (SSE)."""
+"""``/hub/api/users/<name>/server`` and ``/servers/<server>``: start, stop, read, progress (SSE).
+
+Named servers are created by their first start, limited to ``named_server_limit_per_user`` per
+user (stopped ones count until removed with ``DELETE {"remove": true}``).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import asyncio
 import json
 from typing import Any
 
+from sqlalchemy import func, select
 from tornado.iostream import StreamClosedError
 
 from hub.api.base import APIHandler
 from hub.db.database import transaction
+from hub.db.models import Server
 from hub.handlers.base import HubError
 from hub.services import names, users
 from hub.services import scopes as sc
@@ -43,6 +49,25 @@ class _ServerBase(APIHandler):
                                     f"requires {needed}")
             return user.name, server_name
 
+    def _row_exists(self, user: str, server_name: str) -> bool:
+        with transaction(self.hub.db) as session:
+            found = users.get(session, user)
+            return found is not None and any(s.name == server_name for s in found.servers)
+
+    def _check_named_limit(self, user: str, server_name: str) -> None:
+        """400 when creating one more named server would pass the per-user limit."""
+        limit = int(self.hub.config.named_server_limit_per_user)
+        if not server_name or limit <= 0 or self._row_exists(user, server_name):
+            return
+        with transaction(self.hub.db) as session:
+            owner = users.require(session, user)
+            count = session.scalar(select(func.count()).select_from(Server).where(
+                Server.user_id == owner.id, Server.name != "")) or 0
+        if count >= limit:
+            raise HubError(400, f"User {user} already has the maximum of {limit} named "
+                                "servers; one must be deleted before a new server can be "
+                                "created")
+
     @property
     def manager(self) -> srv.ServerManager:
         if self.hub.servers is None:
@@ -58,6 +83,7 @@ class ServerHandler(_ServerBase):
         if not isinstance(options, dict):
             raise HubError(400, "user options must be a JSON object")
         user, server = self._target(name, server_name, "servers")
+        self._check_named_limit(user, server)
         try:
             await self.manager.start(user, server, options)
         except srv.AlreadyRunning as e:
@@ -80,11 +106,34 @@ class ServerHandler(_ServerBase):
         user, server = self._target(name, server_name, "delete:servers")
         if data.get("remove") and not server:
             raise HubError(400, "The default server cannot be removed")
+        if server and not self._row_exists(user, server) and \
+                self.manager.pending(user, server) is None:
+            raise HubError(404, f"{user} has no server named {server}")
         await self.manager.stop(user, server)
         if data.get("remove"):
             await self.manager.remove(user, server)
         self.set_status(204)
         self.finish()
+
+
+class NamedServerHandler(ServerHandler):
+    """``/users/<name>/servers/<server>``: ``GET`` the server model as well (404 if none)."""
+
+    def get(self, name: str, server_name: str) -> None:
+        user, server = self._target(name, server_name, "read:servers")
+        mgr = self.manager
+        with transaction(self.hub.db) as session:
+            owner = users.require(session, user)
+            row = next((s for s in owner.servers if s.name == server), None)
+            if row is None:
+                raise HubError(404, f"{user} has no server named {server}")
+            res = sc.Resource(user=user, server=f"{user}/{server}",
+                              user_groups=frozenset(g.name for g in owner.groups))
+            assert self.identity is not None
+            self.write_json(users.server_model(
+                row, self.hub.config.base_url, mgr.pending(user, server),
+                mgr.is_ready(user, server),
+                include_state=self.identity.can("admin:server_state", res)))
 
 
 class ProgressHandler(_ServerBase):
@@ -126,7 +175,7 @@ class ProgressHandler(_ServerBase):
 
 routes = [
     (r"api/users/([^/]+)/server", ServerHandler),
-    (r"api/users/([^/]+)/servers/([^/]+)", ServerHandler),
+    (r"api/users/([^/]+)/servers/([^/]+)", NamedServerHandler),
     (r"api/users/([^/]+)/server/progress", ProgressHandler),
     (r"api/users/([^/]+)/servers/([^/]+)/progress", ProgressHandler),
 ]

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from hub.api.base import APIHandler
 from hub.db.database import transaction
-from hub.db.models import APIToken, User, isoformat
+from hub.db.models import APIToken, Role, User, isoformat
 from hub.handlers.base import HubError
 from hub.services import scopes as sc
 from hub.services import tokens, users
@@ -72,7 +72,8 @@ class TokenListHandler(_TokenBase):
                 expires_in = max_days * 86400
         with transaction(self.hub.db) as session:
             user = self._owner(session, name, "tokens")
-            scopes = self._check_scopes(user, requested, data.get("roles"))
+            role_scopes = self._role_scopes(session, data.get("roles"))
+            scopes = self._check_scopes(user, requested, role_scopes)
             note = str(data.get("note") or "")[:1000]
             if self.identity and self.identity.name != user.name:
                 note = (note + f" (requested by {self.identity.name})").strip()
@@ -82,16 +83,37 @@ class TokenListHandler(_TokenBase):
         model["token"] = secret
         self.write_json(model, 201)
 
+    @staticmethod
+    def _role_scopes(session: Any, roles: list[Any] | None) -> list[str] | None:
+        """The scopes of the requested roles (built-in or database rows); 400 if unknown."""
+        if roles is None:
+            return None
+        if not all(isinstance(r, str) for r in roles):
+            raise HubError(400, "roles must be a list of strings")
+        out: list[str] = []
+        for name in roles:
+            if name in sc.BUILTIN_ROLES:
+                out.extend(sc.BUILTIN_ROLES[name])
+                continue
+            row = session.scalar(select(Role).where(Role.name == name))
+            if row is None:
+                raise HubError(400, f"No such role: {name[:64]}")
+            out.extend(row.scopes or [])
+        return out
+
     def _check_scopes(self, user: User, requested: list[str] | None,
-                      roles: list[Any] | None) -> list[str]:
-        """The new token's scopes: valid, and within both the caller's and the owner's."""
-        raw = list(requested or [])
-        if roles:
-            if not all(isinstance(r, str) for r in roles):
-                raise HubError(400, "roles must be a list of strings")
-            raw += sc.role_scopes(roles, self.hub.custom_roles)
+                      role_scopes: list[str] | None) -> list[str]:
+        """The new token's scopes: valid, and within both the caller's and the owner's.
+
+        Roles were resolved to their scopes: a token keeps scopes, not roles (JupyterHub 3+).
+        Only a request naming neither scopes nor roles gets ``inherit`` (JupyterHub's default
+        "token" role: all the owner may do); an explicitly empty list gives no scopes at all.
+        """
+        if requested is None and role_scopes is None:
+            return ["inherit"]
+        raw = [*(requested or []), *(role_scopes or [])]
         if not raw:
-            return ["inherit"]  # JupyterHub's default "token" role: all the owner may do
+            return []
         for scope in raw:
             try:
                 sc.validate(scope)

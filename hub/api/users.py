@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
@@ -20,6 +21,27 @@ from hub.services.users import UserError
 
 def _user_error(e: UserError) -> HubError:
     return HubError(e.status, str(e))
+
+
+#: ``sort=`` keys of ``GET /users`` (JupyterHub 5); ``-key`` sorts descending.
+SORT_KEYS: dict[str, Any] = {"id": User.id, "name": User.name,
+                             "last_activity": User.last_activity}
+
+
+def _sort_order(raw: str) -> list[Any]:
+    """ORDER BY terms for ``sort=[-]id|name|last_activity``; ties broken by id.
+
+    Users never active sort last either way (as "oldest" ascending, at the end descending).
+    """
+    key = raw.removeprefix("-")
+    if raw and key not in SORT_KEYS:
+        raise HubError(400, "sort must be one of id, name, last_activity (optionally with "
+                            "a leading -)")
+    if not raw or key == "id":
+        return [User.id.desc() if raw.startswith("-") else User.id]
+    column = SORT_KEYS[key]
+    term = column.desc().nulls_last() if raw.startswith("-") else column.asc().nulls_last()
+    return [term, User.id]
 
 
 class UserListHandler(APIHandler):
@@ -49,9 +71,10 @@ class UserListHandler(APIHandler):
                                 else User.id.not_in(active))
         if not (ident.can("list:users") or ident.can("read:users")):
             query = query.where(User.name.in_(self._visible_names()))
+        order = _sort_order(self.get_argument("sort", ""))
         with transaction(self.hub.db) as session:
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = session.scalars(query.order_by(User.id).offset(page.offset)
+            rows = session.scalars(query.order_by(*order).offset(page.offset)
                                    .limit(page.limit)).all()
             items = [user_model(self, u, include_stopped=include_stopped) for u in rows]
         if state == "ready":
@@ -167,7 +190,7 @@ class UserHandler(APIHandler):
             assert self.identity is not None
             if user.admin and not self.identity.admin:
                 raise HubError(403, "Only admins may delete admins")
-            if user.name == self.identity.name:
+            if self.identity.service is None and user.name == self.identity.name:
                 raise HubError(400, "You cannot delete yourself")
             running = [s.name for s in user.servers if s.started is not None]
             canonical = user.name

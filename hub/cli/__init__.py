@@ -9,6 +9,11 @@ Synopsis::
     himalia users set-admin NAME on|off
     himalia users passwd NAME
     himalia token NAME [--note TEXT] [--expires-in SECONDS] [--scopes A,B]
+    himalia groups list [--json] | add NAME... [--users A,B] | remove NAME... [--yes]
+    himalia groups add-users GROUP USER... | remove-users GROUP USER...
+    himalia roles list [--json] | add NAME --scopes A,B [--description TEXT]
+    himalia roles remove NAME [--yes]
+    himalia roles grant|revoke NAME [--user USER]... [--group GROUP]...
     himalia db upgrade | status
     himalia config
 
@@ -32,10 +37,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from hub import __version__
 from hub import config as hubconfig
-from hub.cli import admin, users
+from hub.cli import admin, groups, roles, users
 from hub.cli.common import CLIError, Parser
 from hub.config import Config, ConfigError
 from hub.db.database import SchemaOutdated
+from hub.services.groups import GroupError
+from hub.services.rbac import RBACError
 from hub.services.users import UserError
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -61,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         action.default = argparse.SUPPRESS
     serve.set_defaults(func=cmd_serve)
     users.add_parser(commands)
+    groups.add_parser(commands)
+    roles.add_parser(commands)
     admin.add_parsers(commands)
     return parser
 
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e), e.code)
     except ConfigError as e:
         return _fail(str(e), 2)
-    except (UserError, SchemaOutdated) as e:
+    except (UserError, GroupError, RBACError, SchemaOutdated) as e:
         return _fail(str(e))
     except (OperationalError, IntegrityError) as e:
         return _fail(_db_error(e))

@@ -2,7 +2,9 @@
 
 An identity carries the caller's *effective* expanded scopes: for a browser session, the
 user's roles; for a token, the token's scopes limited to its owner's (a token never exceeds
-its owner, and a revoked or expired token resolves to nothing).
+its owner, and a revoked or expired token resolves to nothing). A configured external service's
+token (``kind='service'``, no user) resolves to the service itself, with the scopes its roles
+gave it at start-up (see :mod:`hub.services.rbac`); ``Identity.service`` then names it.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ from sqlalchemy.orm import Session, selectinload
 from hub.db.models import LoginSession, User, utcnow
 from hub.services import scopes as sc
 from hub.services import tokens
-from hub.services.users import role_names
+
+#: Holding all of these makes a service an admin (users are admins by their flag).
+ADMIN_SCOPES = frozenset(sc.expand(sc.BUILTIN_ROLES["admin"]))
 
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated caller (a user, possibly through a token)."""
+    """An authenticated caller: a user (possibly through a token) or an external service.
+
+    For a service, ``service`` and ``name`` are its name and ``user_id`` is 0 (no user row).
+    """
 
     user_id: int
     name: str
@@ -31,6 +38,7 @@ class Identity:
     token_id: str | None = None
     session_id: int | None = None
     groups: frozenset[str] = frozenset()
+    service: str | None = None
 
     def can(self, needed: str, res: sc.Resource | None = None) -> bool:
         return sc.allows(set(self.scopes), needed, res)
@@ -61,8 +69,10 @@ def from_token(
     session: Session, secret: str, custom_roles: dict[str, list[str]]
 ) -> Identity | None:
     tok = tokens.lookup(session, secret)
-    if tok is None or tok.user_id is None:
+    if tok is None:
         return None
+    if tok.user_id is None:
+        return _service_identity(session, tok)
     user = _load_user(session, tok.user_id)
     if user is None:
         return None
@@ -73,6 +83,19 @@ def from_token(
         user_id=user.id, name=user.name, admin=user.admin, scopes=frozenset(granted),
         kind="token", token_id=("o" if tok.kind == "oauth" else "a") + str(tok.id),
         session_id=tok.session_id, groups=frozenset(g.name for g in user.groups),
+    )
+
+
+def _service_identity(session: Session, tok: tokens.CachedToken) -> Identity | None:
+    """A service's token: the scopes stored with it at start-up (services have no owner)."""
+    if tok.kind != "service" or not tok.service_name:
+        return None
+    granted = sc.expand(tok.scopes)
+    tokens.touch(session, tok)
+    return Identity(
+        user_id=0, name=tok.service_name, admin=ADMIN_SCOPES <= granted,
+        scopes=frozenset(granted), kind="token", token_id="a" + str(tok.id),
+        service=tok.service_name,
     )
 
 

@@ -26,6 +26,7 @@ class ProcStat:
 
     pid: int
     state: str  # R, S, D, Z (zombie), X (dead), T, t, I ...
+    ppid: int
     pgid: int
     start_time: int  # clock ticks after boot
 
@@ -46,7 +47,8 @@ def read_stat(pid: int) -> ProcStat | None:
     # the *last* ")". What follows starts with field 3 (state).
     rest = raw[raw.rfind(")") + 2 :].split()
     try:
-        return ProcStat(pid=pid, state=rest[0], pgid=int(rest[2]), start_time=int(rest[19]))
+        return ProcStat(pid=pid, state=rest[0], ppid=int(rest[1]), pgid=int(rest[2]),
+                        start_time=int(rest[19]))
     except (IndexError, ValueError):
         return None
 
@@ -148,9 +150,13 @@ async def wait_gone(pid: int, started: int | None, timeout: float, reaper: Reape
         if stat is None or started is None or stat.start_time != started:
             return True
         if stat.zombie:
-            reaper(pid)
-            return True
-        if time.monotonic() >= deadline:
+            if stat.ppid != os.getpid() or reaper(pid) is not None:
+                return True  # someone else's zombie to collect, or collected now
+            # Our child, but not reapable yet: a zombie group leader stays so until its other
+            # threads have exited. Dead all the same; wait a moment to collect it.
+            if time.monotonic() >= deadline + 1.0:
+                return True
+        elif time.monotonic() >= deadline:
             return False
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.2)

@@ -421,6 +421,7 @@ class ProxyLauncher:
         if self._stopped or self.alive():
             return False
         log.warning("the proxy (pid %s) is gone; restarting it", self.pid)
+        await procinfo.wait_gone(self.pid or 0, self.start_time, 0, reaper=self._reap)
         port = urlsplit(self.public_url or "").port or self.config.port
         api_port = urlsplit(self.api_url or "").port or self.config.proxy_api_port
         await self._launch(port, api_port)

@@ -7,7 +7,7 @@ refuses. Tests are skipped, saying why, only when the browser is not installed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,13 +67,31 @@ class Screenshots:
         return path
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Remember each phase's report on the item, so fixtures can tell that a test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
 def console() -> Console:
     return Console()
 
 
 @pytest.fixture
-def page(browser: Browser, console: Console) -> Iterator[Page]:
+def screenshot(tmp_path: Path) -> Screenshots:
+    directory = tmp_path / "screenshots"
+    directory.mkdir()
+    return Screenshots(directory)
+
+
+@pytest.fixture
+def page(browser: Browser, console: Console, screenshot: Screenshots,
+         request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh browser context per test; a final screenshot when the test failed."""
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(30_000)
     tab = context.new_page()
@@ -82,11 +100,10 @@ def page(browser: Browser, console: Console) -> Iterator[Page]:
     try:
         yield tab
     finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            try:
+                screenshot(tab, "failure")
+            except Error:
+                pass
         context.close()
-
-
-@pytest.fixture
-def screenshot(tmp_path: Path) -> Screenshots:
-    directory = tmp_path / "screenshots"
-    directory.mkdir()
-    return Screenshots(directory)

@@ -119,13 +119,20 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return 0, b""
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie."""
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, ppid) of ``pid``, or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[0], int(fields[1])
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in "ZX"
 
 
 def kill_pid(pid: int | None, sig: int = signal.SIGKILL) -> None:
@@ -135,11 +142,14 @@ def kill_pid(pid: int | None, sig: int = signal.SIGKILL) -> None:
     for kill in (os.killpg, os.kill):
         with contextlib.suppress(OSError):
             kill(pid, sig)
+    # Until it is gone, or a zombie someone else must collect (a zombie child of ours is
+    # reapable only once all its threads have exited: keep trying).
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        if not pid_alive(pid):
+        stat = _stat(pid)
+        if stat is None or (stat[0] in "ZX" and stat[1] != os.getpid()):
             return
         time.sleep(0.02)
 

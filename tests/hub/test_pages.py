@@ -194,8 +194,8 @@ def test_progress_stream_accepts_xsrf_in_query(phub: HubProcess) -> None:
     with s.get(url, params={"_xsrf": xsrf}, stream=True, timeout=30) as r:
         assert r.status_code == 200
         assert r.headers["Content-Type"].startswith("text/event-stream")
-        events = [json.loads(line[5:]) for line in r.iter_lines(decode_unicode=True)
-                  if line.startswith("data:")]
+        lines = [raw.decode() for raw in r.iter_lines()]
+    events = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
     assert events[-1]["ready"] is True
     assert events[-1]["url"] == f"{base_path(phub)}user/{enc}/"
     stop(phub, name)

@@ -207,12 +207,19 @@ class ProxyProcess:
         response = await self.api("POST", f"/api/routes{key}", {"target": target, **data})
         assert response.status == 201, response
 
+    def _status_kib(self, field: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field}")
+
     def rss_peak_kib(self) -> int:
         """Peak resident set size (VmHWM) of the proxy process, in KiB."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmHWM")
+        return self._status_kib("VmHWM")
+
+    def rss_kib(self) -> int:
+        """Current resident set size (VmRSS) of the proxy process, in KiB."""
+        return self._status_kib("VmRSS")
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))

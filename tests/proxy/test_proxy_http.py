@@ -204,6 +204,40 @@ async def test_unreachable_target_is_503(start_proxy: StartProxy) -> None:
     await client.close()
 
 
+async def test_connect_timeout_is_503(start_proxy: StartProxy) -> None:
+    # a listener whose accept queue is full: further connection attempts hang
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+        try:
+            proxy = await start_proxy("--timeout", "300")
+            await proxy.add_route("/user/far", f"http://127.0.0.1:{listener.getsockname()[1]}")
+            started = asyncio.get_running_loop().time()
+            response = await fetch(proxy.port, "GET", "/user/far/")
+            assert response.status == 503
+            assert asyncio.get_running_loop().time() - started < 3
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_upgrade_header_without_connection_upgrade_is_plain_http(
+    start_proxy: StartProxy, start_backend: StartBackend
+) -> None:
+    backend = await start_backend()
+    proxy = await start_proxy("--default-target", backend.url)
+    client = await RawClient.connect(proxy.port)
+    response = await client.request("GET", "/x", headers=[("Upgrade", "websocket")])
+    assert response.status == 200
+    assert "Upgrade" not in response.json()["headers"]
+    assert (await client.request("GET", "/again")).status == 200  # still plain HTTP
+    await client.close()
+
+
 class _ErrorPage(web.RequestHandler):
     def get(self, code: str) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -253,6 +287,8 @@ async def test_dead_error_target_falls_back_to_builtin_page(start_proxy: StartPr
         (b"GET /probe HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
         (b"GET /probe" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", 431),
         (b"GET /probe HTTP/1.1\r\nHost: h\r\n" + b"X-Many: 1\r\n" * 300 + b"\r\n", 431),
+        (b"POST /probe HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+         b"0\r\n\r\n", 501),
     ],
 )
 async def test_malformed_requests(
@@ -368,6 +404,72 @@ async def test_stale_pooled_connection_is_retried(start_proxy: StartProxy) -> No
             await asyncio.sleep(0.15)
         await client.close()
         await wait_until(lambda: served == 5)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _raw_backend(reply: bytes, *, close: bool = True) -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        if close:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [
+        (b"", 503),  # accepted, then closed without a word
+        (b"SPEAKING NONSENSE\r\n\r\n", 502),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", 502),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", 502),
+        (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", 502),
+    ],
+)
+async def test_broken_targets(start_proxy: StartProxy, reply: bytes, status: int) -> None:
+    server = await _raw_backend(reply)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proxy = await start_proxy("--default-target", f"http://127.0.0.1:{port}")
+        response = await fetch(proxy.port, "GET", "/x")
+        assert response.status == status
+        assert response.header("Content-Security-Policy") == "frame-ancestors 'none'"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_truncated_response_closes_the_client(start_proxy: StartProxy) -> None:
+    server = await _raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proxy = await start_proxy("--default-target", f"http://127.0.0.1:{port}")
+        client = await RawClient.connect(proxy.port)
+        response = await client.request("GET", "/x")  # ends at EOF, short
+        assert response.status == 200 and response.body == b"only-part"
+        assert await client.closed_by_peer()
+        await client.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_close_delimited_response_is_rechunked(start_proxy: StartProxy) -> None:
+    server = await _raw_backend(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-eof")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proxy = await start_proxy("--default-target", f"http://127.0.0.1:{port}")
+        client = await RawClient.connect(proxy.port)
+        response = await client.request("GET", "/x")
+        assert response.body == b"until-eof"
+        assert response.header("Transfer-Encoding") == "chunked"
+        assert response.keep_alive  # the client's connection survives the target's close
+        assert (await client.request("GET", "/y")).body == b"until-eof"
+        await client.close()
     finally:
         server.close()
         await server.wait_closed()

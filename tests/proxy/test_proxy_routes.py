@@ -78,10 +78,10 @@ def test_many_routes_match_fast() -> None:
     table = RouteTable()
     for i in range(10_000):
         table.add(_route(f"/user/u{i}"))
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: immune to other load on the machine
     for i in range(10_000):
         assert table.match(f"/user/u{i}/api/kernels").key == f"/user/u{i}"  # type: ignore[union-attr]
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 0.5
 
 
 @pytest.mark.parametrize(

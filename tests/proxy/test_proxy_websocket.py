@@ -133,6 +133,7 @@ async def test_connection_churn_leaks_no_descriptors(
         await ws.recv()
     await asyncio.sleep(0.2)
     baseline = proxy.open_fds()
+    baseline_rss = proxy.rss_kib()
 
     async def cycle(i: int) -> None:
         if i % 4 == 3:
@@ -149,3 +150,4 @@ async def test_connection_churn_leaks_no_descriptors(
         await asyncio.gather(*(cycle(i) for i in range(start, start + 30)))
     # some tunnels may still be closing; the count must come back to where it was
     await wait_until(lambda: proxy.open_fds() <= baseline + 2, timeout=10)
+    assert proxy.rss_kib() < baseline_rss + 8 * 1024, (baseline_rss, proxy.rss_kib())

@@ -113,6 +113,25 @@ def wait_ready(server: SingleUser, timeout: float = START_TIMEOUT) -> float:
 
 
 Spawner = Callable[..., SingleUser]
+Browser = Callable[[str | None], requests.Session]
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Factory of ``requests`` sessions acting as a browser logged in to the fake hub as the
+    given user (or as nobody); all are closed after the test."""
+    sessions: list[requests.Session] = []
+
+    def make(user: str | None) -> requests.Session:
+        session = requests.Session()
+        if user:
+            session.headers["X-Fakehub-User"] = user
+        sessions.append(session)
+        return session
+
+    yield make
+    for session in sessions:
+        session.close()
 
 
 @pytest.fixture

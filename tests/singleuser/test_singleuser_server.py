@@ -21,7 +21,7 @@ import requests
 
 from singleuser.app import main
 from singleuser.oauth import pkce_challenge
-from tests.singleuser.conftest import PASS_ENV, SingleUser, Spawner, free_port
+from tests.singleuser.conftest import PASS_ENV, Browser, SingleUser, Spawner, free_port
 
 
 def set_cookies(response: requests.Response) -> list[str]:
@@ -46,10 +46,9 @@ def signed_cookie_payload(value: str) -> str:
     return base64.b64decode(fields[4].split(":", 1)[1]).decode()
 
 
-def login(server: SingleUser, user: str = "alice") -> requests.Session:
+def login(server: SingleUser, browser: Browser, user: str = "alice") -> requests.Session:
     """A session logged in to ``server`` through the fake hub's OAuth as ``user``."""
-    session = requests.Session()
-    session.headers["X-Fakehub-User"] = user
+    session = browser(user)
     response = session.get(server.public_url + "lab", timeout=20)
     assert response.status_code == 200, response.text[:500]
     return session
@@ -62,8 +61,10 @@ def test_readiness_probe_needs_no_auth(alice: SingleUser) -> None:
     assert not any(c.startswith(alice.client_id) for c in set_cookies(response))
 
 
-def test_unauthenticated_page_redirects_to_hub_authorize(alice: SingleUser) -> None:
-    session = requests.Session()
+def test_unauthenticated_page_redirects_to_hub_authorize(
+    alice: SingleUser, browser: Browser
+) -> None:
+    session = browser(None)
     first = session.get(alice.public_url + "lab?reset", allow_redirects=False, timeout=10)
     assert first.status_code == 302
     assert first.headers["Location"].startswith(alice.prefix + "login?next=")
@@ -91,9 +92,8 @@ def test_unauthenticated_page_redirects_to_hub_authorize(alice: SingleUser) -> N
     assert saved["verifier"] not in second.headers["Location"]
 
 
-def test_oauth_login_lands_on_lab(alice: SingleUser) -> None:
-    session = requests.Session()
-    session.headers["X-Fakehub-User"] = "alice"
+def test_oauth_login_lands_on_lab(alice: SingleUser, browser: Browser) -> None:
+    session = browser("alice")
     response = session.get(alice.public_url + "lab", timeout=20)
     assert response.status_code == 200
     assert response.url == alice.public_url + "lab"
@@ -124,9 +124,8 @@ def test_oauth_login_lands_on_lab(alice: SingleUser) -> None:
     assert again.status_code == 200 and not again.history
 
 
-def test_wrong_or_missing_state_is_rejected(alice: SingleUser) -> None:
-    session = requests.Session()
-    session.headers["X-Fakehub-User"] = "alice"
+def test_wrong_or_missing_state_is_rejected(alice: SingleUser, browser: Browser) -> None:
+    session = browser("alice")
     start = session.get(alice.public_url + "login", allow_redirects=False, timeout=10)
     assert start.status_code == 302
     wrong = session.get(alice.public_url + "oauth_callback?code=abc&state=wrong", timeout=10)
@@ -141,9 +140,8 @@ def test_wrong_or_missing_state_is_rejected(alice: SingleUser) -> None:
     assert denied.status_code == 403
 
 
-def test_other_user_gets_403_page_not_a_redirect_loop(alice: SingleUser) -> None:
-    session = requests.Session()
-    session.headers["X-Fakehub-User"] = "bob"
+def test_other_user_gets_403_page_not_a_redirect_loop(alice: SingleUser, browser: Browser) -> None:
+    session = browser("bob")
     response = session.get(alice.public_url + "lab", timeout=20)
     assert response.status_code == 403
     assert len(response.history) == 3  # lab → login → hub authorize → callback: 403
@@ -195,8 +193,8 @@ def test_unauthenticated_api_gets_403_json(alice: SingleUser) -> None:
         assert response.headers["Content-Type"].startswith("application/json")
 
 
-def test_cookie_auth_needs_xsrf(alice: SingleUser) -> None:
-    session = login(alice)
+def test_cookie_auth_needs_xsrf(alice: SingleUser, browser: Browser) -> None:
+    session = login(alice, browser)
     api = alice.public_url + "api/contents"
     assert session.post(api, json={"type": "file"}, timeout=10).status_code == 403
     xsrf = session.cookies.get("_xsrf", path=alice.prefix)
@@ -206,8 +204,8 @@ def test_cookie_auth_needs_xsrf(alice: SingleUser) -> None:
     assert created.status_code == 201, created.text
 
 
-def test_logout_clears_cookie_and_goes_to_hub(alice: SingleUser) -> None:
-    session = login(alice)
+def test_logout_clears_cookie_and_goes_to_hub(alice: SingleUser, browser: Browser) -> None:
+    session = login(alice, browser)
     out = session.get(alice.public_url + "logout", allow_redirects=False, timeout=10)
     assert out.status_code == 302
     assert out.headers["Location"] == "/my%20hub@/hub/logout"
@@ -231,8 +229,8 @@ def test_activity_is_reported(alice: SingleUser) -> None:
     assert datetime.fromisoformat(stamp).tzinfo is not None
 
 
-def test_no_secrets_in_the_log(alice: SingleUser) -> None:
-    login(alice)
+def test_no_secrets_in_the_log(alice: SingleUser, browser: Browser) -> None:
+    login(alice, browser)
     log = alice.log()
     assert "logged in through the hub" in log
     secrets = [alice.server_token, *alice.hub.state.tokens]
@@ -296,10 +294,9 @@ async def test_kernel_websocket_only_for_the_owner(alice: SingleUser) -> None:
                         timeout=30)
 
 
-def test_cookies_planted_at_root_do_not_break_login(alice: SingleUser) -> None:
+def test_cookies_planted_at_root_do_not_break_login(alice: SingleUser, browser: Browser) -> None:
     # another server on the same origin can set cookies with our names for path "/"
-    session = requests.Session()
-    session.headers["X-Fakehub-User"] = "alice"
+    session = browser("alice")
     for name in ("jupyterhub-user-alice", "jupyterhub-user-alice-oauth-state"):
         session.cookies.set(name, "2|1:0|10:1700000000|4:junk|8:anVuaw==|deadbeef", path="/")
     response = session.get(alice.public_url + "lab", timeout=20)
