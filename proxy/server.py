@@ -103,7 +103,7 @@ class ClientConnection(asyncio.Protocol):
             self._on_parse_error(431)
 
     def eof_received(self) -> bool | None:
-        if self._tls or self._tunnel is not None or self._current is None or self._parsing:
+        if self._tls or self._tunnel or self._current is None or self._parsing is not None:
             return None  # close the transport
         self._closing = True  # a complete request is in flight: answer it, then close
         return True
@@ -265,7 +265,9 @@ class ClientConnection(asyncio.Protocol):
             return
         self._current = None
         self.resume_reading(PAUSE_BACKPRESSURE | PAUSE_BUFFER)
-        if not keep_alive or self._closing or self.draining or self._upgrade_tail is not None:
+        # a handshake is parsed last and refused here: the bytes after it are not HTTP
+        refused_upgrade = self._upgrade_tail is not None and not self._queue
+        if not keep_alive or self._closing or self.draining or refused_upgrade:
             self.close()
             return
         self._set_idle_deadline()

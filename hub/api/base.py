@@ -44,6 +44,19 @@ class APIHandler(BaseHandler):
         if self.request.connection is not None:
             # Let an over-long chunked body drain (discarded) so we can still answer 413.
             self.request.connection.set_max_body_size(64 * limit)  # type: ignore[attr-defined]
+        try:
+            self._authorize_request(length)
+        except HubError as e:
+            # Answer only once the (bounded) body has been read: closing a socket with unread
+            # data makes the kernel send a reset, which can destroy the response in flight.
+            error = e
+
+            def fail(*_args: Any, **_kwargs: Any) -> None:
+                raise error
+
+            setattr(self, (self.request.method or "get").lower(), fail)
+
+    def _authorize_request(self, length: str) -> None:
         super().prepare()
         if self.identity is not None and self.identity.kind == "cookie":
             if self.request.method in ("GET", "HEAD"):

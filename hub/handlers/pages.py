@@ -18,13 +18,14 @@ import logging
 from dataclasses import dataclass
 from http.client import responses
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from hub.db.database import transaction
 from hub.handlers.base import BaseHandler, HubError
 from hub.services import names, users
 from hub.services import scopes as sc
 from hub.services import servers as srv
+from hub.services.spawner import server_prefix
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +70,13 @@ class ServerView:
         return self.status != "stopped"
 
     def _path(self) -> str:
-        out = quote(self.user, safe="") + "/"
-        return out + quote(self.name, safe="") + "/" if self.name else out
+        """``<name>/[<server>/]``, encoded like the server's own prefix."""
+        return server_prefix("/", self.user, self.name)[len("/user/"):]
 
     @property
     def url(self) -> str:
         """``<base_url>user/<name>/[<server>/]`` — where the server lives."""
-        return f"{self.base_url}user/{self._path()}"
+        return server_prefix(self.base_url, self.user, self.name)
 
     @property
     def spawn_url(self) -> str:

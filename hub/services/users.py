@@ -121,10 +121,10 @@ def server_model(server: Server, base_url: str, pending: str | None, ready: bool
     """JupyterHub's server model."""
     from urllib.parse import quote
 
+    from hub.services.spawner import server_prefix
+
     user = server.user
-    prefix = f"{base_url}user/{quote(user.name, safe='')}/"
-    if server.name:
-        prefix += quote(server.name, safe="") + "/"
+    prefix = server_prefix(base_url, user.name, server.name)
     progress = f"{base_url}hub/api/users/{quote(user.name, safe='')}/"
     progress += f"servers/{quote(server.name, safe='')}/progress" if server.name \
         else "server/progress"

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.proxy.conftest import Backend
-from tests.proxy.proxy_testlib import ProxyProcess, wait_until
+from tests.proxy.proxy_testlib import ProxyProcess, RawClient, wait_until
 
 StartProxy = Callable[..., Awaitable[ProxyProcess]]
 StartBackend = Callable[..., Awaitable[Backend]]
@@ -151,3 +151,26 @@ async def test_connection_churn_leaks_no_descriptors(
     # some tunnels may still be closing; the count must come back to where it was
     await wait_until(lambda: proxy.open_fds() <= baseline + 2, timeout=10)
     assert proxy.rss_kib() < baseline_rss + 8 * 1024, (baseline_rss, proxy.rss_kib())
+
+
+async def test_handshake_pipelined_behind_a_request(
+    start_proxy: StartProxy, start_backend: StartBackend
+) -> None:
+    proxy, _ = await _setup(start_proxy, start_backend)
+    client = await RawClient.connect(proxy.port)
+    key = base64.b64encode(b"0123456789abcdef")
+    client.send(
+        b"GET /user/alice/first HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"GET /user/alice/ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: %s\r\n\r\n" % key
+    )
+    first = await client.read_response()
+    assert first.json()["uri"] == "/user/alice/first"
+    switch = await client.read_response()
+    assert switch.status == 101
+    accept = base64.b64encode(hashlib.sha1(key + WS_GUID).digest()).decode()
+    assert switch.header("Sec-WebSocket-Accept") == accept
+    client.send(b"\x81\x82abcd" + bytes(b ^ m for b, m in zip(b"hi", b"ab", strict=True)))
+    frame = await asyncio.wait_for(client.reader.readexactly(4), 5)
+    assert frame == b"\x81\x02hi"  # the echo, unmasked from the server
+    await client.close()

@@ -7,6 +7,7 @@ Browser-like requests go through the fake hub's proxy, so hub and server share o
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -289,6 +290,8 @@ async def test_kernel_websocket_only_for_the_owner(alice: SingleUser) -> None:
         assert info.value.code == 403
         conn = await websocket_connect(HTTPRequest(channels, headers=owner))
         conn.close()
+        # wait for the closing handshake, so no socket outlives the test's event loop
+        assert await asyncio.wait_for(conn.read_message(), 10) is None
     finally:
         requests.delete(alice.direct_url + f"api/kernels/{kernel.json()['id']}", headers=owner,
                         timeout=30)
