@@ -21,6 +21,9 @@ from hub.services import tokens, users
 class TokenOwnerHandler(APIHandler):
     """``GET`` the model of the user or service that owns the token in the path."""
 
+    def _request_summary(self) -> str:
+        return f"{self.request.method} .../authorizations/token/[secret]"  # error logs too
+
     def get(self, token: str) -> None:
         with transaction(self.hub.db) as session:
             tok = tokens.lookup(session, token)

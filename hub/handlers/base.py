@@ -102,12 +102,25 @@ class BaseHandler(web.RequestHandler):
         return keys
 
     def resolve_identity(self) -> Identity | None:
+        """The caller, from the identity cache when possible (no database access then)."""
         roles = self.hub.custom_roles
-        with transaction(self.hub.db) as session:
-            token = self._token_from_header()
-            if token is not None:
+        token = self._token_from_header()
+        if token is not None:
+            found = ident.cached_token(token, roles)
+            if found is not None:
+                return found
+            with transaction(self.hub.db) as session:
                 return ident.from_token(session, token, roles)
-            for key in self._session_keys():
+        keys = self._session_keys()
+        for key in keys:
+            found = ident.cached_session(key, roles)
+            if found is not None:
+                self._session_key = key
+                return found
+        if not keys:
+            return None
+        with transaction(self.hub.db) as session:
+            for key in keys:
                 found = ident.from_session(session, key, roles)
                 if found is not None:
                     self._session_key = key

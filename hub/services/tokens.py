@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,7 +21,9 @@ from sqlalchemy.orm import Session
 from hub.db.models import APIToken, utcnow
 
 CACHE_SIZE = 10_000
-CACHE_TTL = 30.0
+#: Seconds a looked-up token is reused. Revocations made in this process apply at once
+#: (:func:`forget`); one made by another process (the CLI) is seen within this time.
+CACHE_TTL = 2.0
 # Record last_activity at most this often per token, to keep writes off the hot path.
 ACTIVITY_RESOLUTION = timedelta(seconds=60)
 
@@ -62,6 +65,14 @@ class CachedToken:
 
 
 _cache: OrderedDict[str, tuple[float, CachedToken]] = OrderedDict()
+#: Called with the hash (or None for "all") whenever a token is forgotten: caches built on
+#: top of this one (resolved identities) drop their entries too.
+_forget_hooks: list[Callable[[str | None], None]] = []
+
+
+def on_forget(hook: Callable[[str | None], None]) -> None:
+    """Have ``hook(hashed)`` called by every :func:`forget` (``None`` means all tokens)."""
+    _forget_hooks.append(hook)
 
 
 def forget(hashed: str | None = None) -> None:
@@ -70,6 +81,8 @@ def forget(hashed: str | None = None) -> None:
         _cache.clear()
     else:
         _cache.pop(hashed, None)
+    for hook in _forget_hooks:
+        hook(hashed)
 
 
 def create(

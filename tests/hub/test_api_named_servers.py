@@ -32,14 +32,16 @@ def nhub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
 def events(hub: HubProcess, user: str, server: str, token: str | None = None,
            timeout: float = 60.0) -> list[dict[str, Any]]:
     """Every event of a progress stream, until the server closes it."""
-    path = f"/users/{user}/servers/{server}/progress" if server else f"/users/{user}/server/progress"
+    path = (f"/users/{user}/servers/{server}/progress" if server
+            else f"/users/{user}/server/progress")
     out: list[dict[str, Any]] = []
     with requests.get(hub.hub_api + path, stream=True, timeout=timeout,
                       headers={"Authorization": f"token {token or hub.admin_token}"}) as r:
         assert r.status_code == 200, r.text
         assert r.headers["Content-Type"].startswith("text/event-stream")
-        for line in r.iter_lines(decode_unicode=True):
-            if line and line.startswith("data: "):
+        for raw in r.iter_lines():
+            line = raw.decode("utf-8")
+            if line.startswith("data: "):
                 out.append(json.loads(line[len("data: "):]))
     return out
 

@@ -99,10 +99,12 @@ def test_patch_points_at_a_new_proxy(make_hub: Any, tmp_path: Path) -> None:
 
 
 def test_route_table_format_unit() -> None:
-    table = {"/": {"target": "http://h", "hub": True, "jupyterhub": True},
-             "/user/a%20b": {"target": "http://s", "user": "a b", "jupyterhub": True,
-                             "last_activity": "2024-01-01T00:00:00Z"},
-             "/x": {"target": "http://x"}}
+    table: dict[str, dict[str, Any]] = {
+        "/": {"target": "http://h", "hub": True, "jupyterhub": True},
+        "/user/a%20b": {"target": "http://s", "user": "a b", "jupyterhub": True,
+                        "last_activity": "2024-01-01T00:00:00Z"},
+        "/x": {"target": "http://x"},
+    }
     assert jupyterhub_routes(table) == {
         "/": {"routespec": "/", "target": "http://h", "data": {"hub": True}},
         "/user/a%20b/": {"routespec": "/user/a%20b/", "target": "http://s",

@@ -111,7 +111,7 @@ def test_removed_service_token_stops_working(make_hub: Any, tmp_path: Path) -> N
     hub = make_hub(data_dir=data, extra_args=["--config", str(first)])
     assert hub.api("GET", "/user", token=CULL_TOKEN).status_code == 200
     hub.stop()
-    fewer = {"services": [{"name": "culler"}], "roles": []}
+    fewer: dict[str, Any] = {"services": [{"name": "culler"}], "roles": []}
     hub.extra_args = ["--config", str(write_config(tmp_path / "b.toml", **fewer))]
     hub.start()
     err(hub.api("GET", "/user", token=CULL_TOKEN), 403)

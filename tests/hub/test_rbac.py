@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hub.config import load
+from hub.config import ConfigError, load
 from hub.db.database import check_schema, make_engine, make_sessionmaker, transaction
 from hub.services import rbac
 from tests.hub.apitools import err, grant_role, unique, write_config
@@ -236,3 +236,15 @@ def test_load_config_unit(tmp_path: Path) -> None:
     raw = (tmp_path / "himalia.sqlite").read_bytes()
     assert b"s3cret-token-1" not in raw
     engine.dispose()
+
+
+def test_table_settings_from_the_environment_and_errors() -> None:
+    """Lists of tables come from TOML arrays, or JSON in HIMALIA_*; errors never echo them."""
+    env = {"HIMALIA_GROUPS": json.dumps([{"name": "class", "users": ["a"]}])}
+    assert load(environ=env).groups == [{"name": "class", "users": ["a"]}]
+    for bad in ("not json", json.dumps({"name": "x"}), json.dumps(["x"])):
+        secret = "tok-" + bad
+        with pytest.raises(ConfigError) as info:
+            load(environ={"HIMALIA_SERVICES": secret})
+        assert "services must be a list of tables" in str(info.value)
+        assert secret not in str(info.value)
