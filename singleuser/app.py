@@ -95,6 +95,18 @@ def _usage() -> str:
     return USAGE + "\n".join(lines) + "\n"
 
 
+def _private_lab_state() -> None:
+    """Keep JupyterLab's workspaces and settings in this server's own working directory.
+
+    Servers of different users may run as one OS account with one HOME; JupyterLab's default
+    ``~/.jupyter/lab/workspaces`` would then show one user's open documents to the next.
+    The spawner starts each server in a directory unique to its (user, server).
+    """
+    here = os.path.join(os.getcwd(), ".jupyter", "lab")
+    os.environ.setdefault("JUPYTERLAB_WORKSPACES_DIR", os.path.join(here, "workspaces"))
+    os.environ.setdefault("JUPYTERLAB_SETTINGS_DIR", os.path.join(here, "user-settings"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``himalia-singleuser``; exits 2 on a bad environment, 1 without a hub."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -120,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"himalia-singleuser: cannot start: {exc}\n")
         raise SystemExit(1) from None
 
+    _private_lab_state()
     _skip_slow_optional_imports()
     from singleuser.server import HimaliaServerApp
 

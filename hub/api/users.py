@@ -23,6 +23,12 @@ def _user_error(e: UserError) -> HubError:
     return HubError(e.status, str(e))
 
 
+def _include_stopped(handler: APIHandler) -> bool:
+    """``?include_stopped_servers`` (a bare flag, as JupyterHub documents it) or ``=1/true``."""
+    raw = handler.get_argument("include_stopped_servers", None)
+    return raw is not None and raw.lower() not in ("0", "false", "no")
+
+
 #: ``sort=`` keys of ``GET /users`` (JupyterHub 5); ``-key`` sorts descending.
 SORT_KEYS: dict[str, Any] = {"id": User.id, "name": User.name,
                              "last_activity": User.last_activity}
@@ -59,8 +65,7 @@ class UserListHandler(APIHandler):
         if state not in ("", "active", "ready", "inactive"):
             raise HubError(400, "state must be one of active, ready, inactive")
         name_filter = self.get_argument("name_filter", "")
-        include_stopped = self.get_argument("include_stopped_servers", "") not in ("", "0",
-                                                                                   "false")
+        include_stopped = _include_stopped(self)
         query = select(User).options(selectinload(User.servers), selectinload(User.groups),
                                      selectinload(User.roles))
         if name_filter:
@@ -143,7 +148,7 @@ class UserHandler(APIHandler):
             user = users.get(session, name)
             if user is None or not self._visible(user):
                 raise HubError(404, f"No such user: {name}")
-            self.write_json(user_model(self, user))
+            self.write_json(user_model(self, user, include_stopped=_include_stopped(self)))
 
     def post(self, name: str) -> None:
         data = self.json_body({"admin": bool})

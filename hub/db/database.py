@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,62 @@ def make_engine(url: str) -> Engine:
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """A session factory whose objects stay usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class ChangeDetector:
+    """Tells whether anyone else committed to an SQLite database since the last look.
+
+    Reads ``PRAGMA data_version`` on a private connection that never writes: its value changes
+    whenever another connection — another process such as the ``himalia`` CLI, or this
+    process's pooled connections — commits. A few microseconds per call, so a cache can be
+    checked on every request. Other databases (and in-memory SQLite) have no such counter:
+    :meth:`changed` is then always False and callers rely on their own time limits.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._conn: sqlite3.Connection | None = None
+        self._last = 0
+        path = engine.url.database
+        if engine.url.get_backend_name() == "sqlite" and path and path != ":memory:":
+            self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            self._last = self._version()
+
+    def _version(self) -> int:
+        assert self._conn is not None
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def changed(self) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            version = self._version()
+        except sqlite3.Error:
+            return True  # cannot tell: assume it changed
+        if version == self._last:
+            return False
+        self._last = version
+        return True
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+_detectors: weakref.WeakKeyDictionary[Engine, ChangeDetector] = weakref.WeakKeyDictionary()
+
+
+def changed_elsewhere(factory: sessionmaker[Session]) -> bool:
+    """Whether the database behind ``factory`` got a commit from another connection since the
+    previous call (always False where that cannot be known; see :class:`ChangeDetector`)."""
+    engine = factory.kw.get("bind")
+    if not isinstance(engine, Engine):
+        return False
+    detector = _detectors.get(engine)
+    if detector is None:
+        detector = _detectors[engine] = ChangeDetector(engine)
+        weakref.finalize(engine, detector.close)
+    return detector.changed()
 
 
 @contextmanager

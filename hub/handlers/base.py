@@ -25,8 +25,14 @@ from hub.services.identity import Identity
 
 log = logging.getLogger(__name__)
 COOKIE_NAME = "himalia-session"
+#: Pages have no inline code, so a strict policy costs nothing; frame-ancestors stops framing.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Content-Security-Policy": PAGE_CSP,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
@@ -106,14 +112,14 @@ class BaseHandler(web.RequestHandler):
         roles = self.hub.custom_roles
         token = self._token_from_header()
         if token is not None:
-            found = ident.cached_token(token, roles)
+            found = ident.cached_token(self.hub.db, token, roles)
             if found is not None:
                 return found
             with transaction(self.hub.db) as session:
                 return ident.from_token(session, token, roles)
         keys = self._session_keys()
         for key in keys:
-            found = ident.cached_session(key, roles)
+            found = ident.cached_session(self.hub.db, key, roles)
             if found is not None:
                 self._session_key = key
                 return found
@@ -203,7 +209,9 @@ class BaseHandler(web.RequestHandler):
             "prefix": self.hub_prefix,
             "static_url": lambda p: self.hub_prefix + "static/" + p,
             "user": self.identity,
-            "xsrf": self.xsrf_token.decode(),
+            # Only the session-bound token: reading Tornado's xsrf_token here would mint a new
+            # login-form cookie on any anonymous page (a favicon 404) and break the next login.
+            "xsrf": self._session_xsrf() or "",
             "version": __version__,
         }
 

@@ -29,7 +29,7 @@ class LoginHandler(BaseHandler):
     def _form(self, status: int = 200, error: str = "", username: str = "") -> None:
         self.set_status(status)
         self.finish(self.render_template("login.html", error=error, username=username,
-                                         next=self._next()))
+                                         next=self._next(), xsrf=self.xsrf_token.decode()))
 
     def get(self) -> None:
         if self.identity is not None:

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from hub.db.database import transaction
-from hub.handlers.base import BaseHandler, HubError
+from hub.handlers.base import PAGE_CSP, BaseHandler, HubError
 from hub.services import names, users
 from hub.services import scopes as sc
 from hub.services import servers as srv
@@ -30,11 +30,6 @@ from hub.services.spawner import server_prefix
 log = logging.getLogger(__name__)
 
 #: Pages load only our own scripts and styles (no inline code); Bootstrap's CSS uses data: SVGs.
-PAGE_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
-)
 PROXY_ERRORS = {
     404: "There is nothing at this address.",
     503: "The server behind this address is not responding. If it is yours, "

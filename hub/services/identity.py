@@ -11,9 +11,10 @@ so a script hammering the API costs one hash and one dictionary lookup per reque
 hub process changes drops cached identities at once: revoking a token (:func:`tokens.forget`),
 logging out, deleting a user, session or token, and changing a user's name, admin flag, roles
 or groups, a group's members or roles, or a role's scopes (SQLAlchemy attribute events, also
-after the commit). Changes made by another process on the same database — the ``himalia``
-CLI — are seen within :data:`IDENTITY_TTL` seconds; an expiring token or session is never
-served past its expiry.
+after the commit). Changes made by another process — the ``himalia`` CLI — are seen on the
+next request with SQLite (any commit by another connection empties the caches, see
+:class:`hub.db.database.ChangeDetector`), and within :data:`IDENTITY_TTL` seconds with
+PostgreSQL. An expiring token or session is never served past its expiry.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from hub.db.database import changed_elsewhere
 from hub.db.models import APIToken, Group, LoginSession, Role, User, utcnow
 from hub.services import scopes as sc
 from hub.services import tokens
@@ -129,14 +131,25 @@ def _forget_token(hashed: str | None) -> None:
 tokens.on_forget(_forget_token)
 
 
-def cached_token(secret: str, custom_roles: dict[str, list[str]]) -> Identity | None:
-    """The identity of a token resolved less than :data:`IDENTITY_TTL` ago, without any
-    database access; None when it must be resolved (:func:`from_token`)."""
+def _check_elsewhere(db: sessionmaker[Session]) -> None:
+    """Forget everything cached when another connection (e.g. the CLI) committed since."""
+    if changed_elsewhere(db):
+        tokens.forget()  # the token cache, and through its hook every identity
+
+
+def cached_token(db: sessionmaker[Session], secret: str,
+                 custom_roles: dict[str, list[str]]) -> Identity | None:
+    """The identity of a token resolved less than :data:`IDENTITY_TTL` ago, without a
+    query (just a look at whether the database changed); None when it must be resolved
+    with :func:`from_token`."""
+    _check_elsewhere(db)
     return _cached(_token_key(tokens.hash_token(secret)), custom_roles)
 
 
-def cached_session(key: str, custom_roles: dict[str, list[str]]) -> Identity | None:
+def cached_session(db: sessionmaker[Session], key: str,
+                   custom_roles: dict[str, list[str]]) -> Identity | None:
     """Like :func:`cached_token`, for a login session's key."""
+    _check_elsewhere(db)
     return _cached(_session_key(tokens.hash_token(key)), custom_roles)
 
 

@@ -348,31 +348,28 @@ def _with_scopes(service: Service, roles: Sequence[RoleSpec]) -> Service:
 
 
 def _sync_service_tokens(session: Session, registry: Mapping[str, Service]) -> None:
-    """One ``kind='service'`` token row per configured token; stale rows deleted."""
-    rows: dict[str | None, APIToken] = {r.service_name: r for r in session.scalars(
-        select(APIToken).where(APIToken.kind == "service"))}
-    for name, stale in list(rows.items()):
-        service = registry.get(name or "")
-        if service is None or not service.api_token:
-            tokens.forget(stale.hashed)
-            session.delete(stale)
-            rows.pop(name)
+    """One ``kind='service'`` token row per configured token.
+
+    A row whose service still has the same token is kept (its scopes refreshed); every other
+    service row is deleted first, so tokens may even move between services.
+    """
+    wanted = {tokens.hash_token(s.api_token): s for s in registry.values() if s.api_token}
+    kept: set[str] = set()
+    for row in session.scalars(select(APIToken).where(APIToken.kind == "service")):
+        service = wanted.get(row.hashed)
+        if service is not None and service.name == row.service_name:
+            row.scopes = sorted(service.scopes)
+            kept.add(row.hashed)
+        else:
+            tokens.forget(row.hashed)
+            session.delete(row)
     session.flush()
-    for service in registry.values():
-        if not service.api_token:
+    for hashed, service in wanted.items():
+        if hashed in kept:
             continue
-        hashed = tokens.hash_token(service.api_token)
-        clash = session.scalar(select(APIToken).where(APIToken.hashed == hashed))
-        row = rows.get(service.name)
-        if clash is not None and clash is not row:
+        if session.scalar(select(APIToken.id).where(APIToken.hashed == hashed)) is not None:
             raise RBACError(f"service {service.name!r}: its api_token is already in use "
                             "by another token; choose a new random one")
-        if row is None:
-            tokens.create(session, user_id=None, kind="service", service_name=service.name,
-                          scopes=sorted(service.scopes), note=f"service {service.name}",
-                          secret=service.api_token)
-            continue
-        tokens.forget(row.hashed)
-        row.hashed, row.prefix = hashed, service.api_token[:4]
-        row.scopes = sorted(service.scopes)
-
+        tokens.create(session, user_id=None, kind="service", service_name=service.name,
+                      scopes=sorted(service.scopes), note=f"service {service.name}",
+                      secret=service.api_token)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.hub import mockserver
-from tests.hub.apitools import err, unique
+from tests.hub.apitools import err, unique, write_config
 from tests.hubproc import HubProcess
 
 
@@ -41,6 +41,18 @@ def test_shutdown(make_hub: Any, body: dict[str, Any], proxy_stops: bool) -> Non
     else:
         assert mockserver.pid_alive(pid)
     assert "shutdown requested by admin" in hub.log_text()
+
+
+def test_shutdown_with_servers(make_hub: Any, tmp_path: Any) -> None:
+    config = write_config(tmp_path / "mock.toml")
+    hub = make_hub(extra_args=["--config", str(config)])
+    user, _ = hub.new_user("sds")
+    assert hub.api("POST", f"/users/{user}/server").status_code in (201, 202)
+    hub.wait_for(lambda: hub.api("GET", f"/users/{user}").json()["server"])
+    pid = hub.api("GET", f"/users/{user}").json()["servers"][""]["state"]["pid"]
+    assert hub.api("POST", "/shutdown", json={"servers": True, "proxy": False}).status_code == 202
+    assert hub.proc is not None and hub.proc.wait(30) == 0
+    assert not mockserver.pid_alive(pid)
 
 
 # --- /authorizations/token/<token> -------------------------------------------------------------
@@ -114,3 +126,15 @@ def test_token_model_fields(hub: HubProcess) -> None:
     err(hub.api("POST", f"/users/{user}/tokens", json={"expires_in": -1}), 400)
     err(hub.api("POST", f"/users/{user}/tokens", json={"scopes": ["no:such"]}), 400)
     err(hub.api("POST", f"/users/{user}/tokens", json={"roles": [3]}), 400)
+
+
+def test_token_lifetime_is_capped(make_hub: Any) -> None:
+    hub = make_hub(extra_args=["--token-max-age-days", "1"])
+    user, _ = hub.new_user("cap")
+    day = 86400
+    for body in ({}, {"expires_in": 10 * day}, {"expires_in": 60}):
+        before = time.time()
+        model = hub.api("POST", f"/users/{user}/tokens", json=body).json()
+        expires = datetime.fromisoformat(model["expires_at"].replace("Z", "+00:00"))
+        wanted = min(body.get("expires_in", day), day)
+        assert abs(expires.timestamp() - before - wanted) < 60, (body, model["expires_at"])

@@ -51,6 +51,10 @@ def test_start_get_remove(nhub: HubProcess) -> None:
     r = nhub.api("POST", f"/users/{user}/servers/lab", json={"size": "small"})
     assert r.status_code in (201, 202), r.text
     nhub.wait_for(lambda: nhub.api("GET", f"/users/{user}/servers/lab").json()["ready"])
+    active = nhub.api("GET", "/users", params={"state": "active", "name_filter": user}).json()
+    assert [u["name"] for u in active] == [user]
+    assert nhub.api("GET", "/users", params={"state": "inactive", "name_filter": user}
+                    ).json() == []
     model = nhub.api("GET", f"/users/{user}/servers/lab").json()
     assert model["name"] == "lab" and model["pending"] is None and model["stopped"] is False
     assert model["url"].endswith(f"/user/{user}/lab/")
@@ -61,6 +65,15 @@ def test_start_get_remove(nhub: HubProcess) -> None:
     assert nhub.api("DELETE", f"/users/{user}/servers/lab").status_code == 204
     stopped = nhub.api("GET", f"/users/{user}/servers/lab").json()
     assert stopped["stopped"] is True and stopped["ready"] is False
+    assert "lab" not in nhub.api("GET", f"/users/{user}").json()["servers"]
+    for flag in ("", "1", "true"):
+        got = nhub.api("GET", f"/users/{user}", params={"include_stopped_servers": flag}).json()
+        assert got["servers"]["lab"]["stopped"] is True
+    listed = nhub.api("GET", "/users", params={"include_stopped_servers": "",
+                                                "name_filter": user}).json()
+    assert listed[0]["servers"]["lab"]["stopped"] is True
+    assert nhub.api("GET", f"/users/{user}", params={"include_stopped_servers": "0"}
+                    ).json()["servers"] == {}
     assert nhub.api("DELETE", f"/users/{user}/servers/lab",
                     json={"remove": True}).status_code == 204
     err(nhub.api("GET", f"/users/{user}/servers/lab"), 404)

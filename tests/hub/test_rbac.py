@@ -14,7 +14,7 @@ import pytest
 
 from hub.config import ConfigError, load
 from hub.db.database import check_schema, make_engine, make_sessionmaker, transaction
-from hub.services import rbac
+from hub.services import rbac, tokens, users
 from tests.hub.apitools import err, grant_role, unique, write_config
 from tests.hubproc import HubProcess
 
@@ -138,10 +138,12 @@ def test_cli_roles_apply_to_the_running_hub(rhub: HubProcess) -> None:
     err(rhub.api("GET", "/info", token=token), 403)
     role = unique("hubreader")
     grant_role(rhub, role, ["read:hub"], users=(user,))
-    assert rhub.api("GET", "/info", token=token).status_code == 200
+    # another process changed the database: the hub sees it within its identity cache TTL
+    rhub.wait_for(lambda: rhub.api("GET", "/info", token=token).status_code == 200, 10)
     assert role in rhub.api("GET", f"/users/{user}").json()["roles"]
     done = rhub.cli("roles", "revoke", role, "--user", user)
     assert done.returncode == 0, done.stderr
+    rhub.wait_for(lambda: rhub.api("GET", "/info", token=token).status_code == 403, 10)
     err(rhub.api("GET", "/info", token=token), 403)
     listed = rhub.cli("roles", "list")
     assert "teaching: read:users!group=class" in listed.stdout and "admin (built-in)" in \
@@ -235,6 +237,17 @@ def test_load_config_unit(tmp_path: Path) -> None:
     assert "s3cret-token-1" not in repr(services["cull"])
     raw = (tmp_path / "himalia.sqlite").read_bytes()
     assert b"s3cret-token-1" not in raw
+    # tokens may move between services; one already used by a user is refused
+    swapped = cfg.replace(services=[{"name": "cull", "api_token": "other-token-22"},
+                                    {"name": "new", "api_token": "s3cret-token-1"}])
+    with transaction(db) as session:
+        rbac.load_config(session, swapped)
+    with transaction(db) as session:
+        user = users.create(session, "ann")
+        tokens.create(session, user_id=user.id, secret="users-token-333")
+    clash = cfg.replace(services=[{"name": "cull", "api_token": "users-token-333"}])
+    with pytest.raises(rbac.RBACError, match="already in use"), transaction(db) as session:
+        rbac.load_config(session, clash)
     engine.dispose()
 
 
