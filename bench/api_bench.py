@@ -164,6 +164,13 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by ``pid`` (from ``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(pid, cpus)
@@ -335,6 +342,7 @@ def markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         target = ref["rps"] * TARGET_FACTOR[kind]
         ok = "yes" if r["rps"] >= target and not r["errors"] and not r["non_200"] else "NO"
         rows.append(f"| {kind} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                    f"{r['cpu_ms']:.2f} | "
                     f"{r['non_200'] + r['errors']} | {r['rps'] / ref['rps']:.1f}× "
                     f"({ref['rps']:.0f} req/s, p50 {ref['p50_ms']:.0f} ms) | "
                     f"≥ {target:.0f} req/s | {ok} |")
@@ -350,9 +358,9 @@ def markdown(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
         "`Accept: application/jupyterhub-pagination+json`",
         "- `single`: `GET /hub/api/users/<random user>`",
         "",
-        "| scenario | req/s | p50 ms | p99 ms | errors | vs JupyterHub 6.1.1 (1,000 users) "
-        "| target | met |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | req/s | p50 ms | p99 ms | hub CPU ms/req | errors "
+        "| vs JupyterHub 6.1.1 (1,000 users) | target | met |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"- users created through `POST /hub/api/users` in batches of {meta['batch']}: "
@@ -416,12 +424,16 @@ def run(hub: Hub, args: argparse.Namespace, load_before: float) -> int:
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
             spy = profile(hub.pid, args.duration, args.profile / f"{kind}.txt")
+        cpu_before = cpu_seconds(hub.pid)
         results[kind] = r = asyncio.run(load(hub.api, paths, headers, args.connections,
                                              args.duration, args.seed + 100))
+        # CPU per request: unlike req/s, barely affected by other work on the machine.
+        r["cpu_ms"] = 1e3 * (cpu_seconds(hub.pid) - cpu_before) / max(1, r["requests"])
         if spy is not None:
             spy.wait(60)
             summarize_profile(args.profile / f"{kind}.txt")
         log(f"{kind}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+            f"hub CPU {r['cpu_ms']:.2f} ms/request, "
             f"{r['non_200']} non-200, {r['errors']} errors {r['error_sample']}, "
             f"{r['mb_per_s']:.1f} MB/s")
     rss_end, rss_peak = rss_mb(hub.pid)

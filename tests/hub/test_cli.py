@@ -597,9 +597,25 @@ def test_cli_works_next_to_a_running_hub(make_hub: Callable[..., HubProcess], tm
     assert me.status_code == 403, f"a removed user's token authenticated as {me.text[:80]}"
 
 
-COMMANDS = ["himalia users add", "himalia users list", "himalia users remove",
-            "himalia users set-admin", "himalia users passwd", "himalia token",
-            "himalia db upgrade", "himalia db status", "himalia config"]
+def _commands() -> list[str]:
+    """Every command and subcommand of the real parser, e.g. ``himalia users add``."""
+    import argparse
+
+    from hub.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> list[str]:
+        out: list[str] = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    out.append(f"{prefix} {name}")
+                    out.extend(walk(sub, f"{prefix} {name}"))
+        return out
+
+    return [c for c in walk(build_parser(), "himalia") if c != "himalia serve"]
+
+
+COMMANDS = _commands()
 
 
 def test_every_command_is_documented_in_the_readme() -> None:
