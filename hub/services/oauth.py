@@ -31,7 +31,6 @@ from hub.db.models import Server, User
 from hub.services import scopes as sc
 from hub.services.identity import Identity
 from hub.services.oauth_validator import Client, CodeGrantServer, Grantee, HubRequestValidator
-from hub.services.users import role_names
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +113,16 @@ def authorizing_scopes(user: User, custom_roles: dict[str, list[str]],
 
     The built-in ``admin`` role grants ``access:servers`` on everything; it counts here only
     with ``admin_access``. Without it an admin is treated as a plain user, though roles that
-    grant ``access:servers`` explicitly still count.
+    grant ``access:servers`` explicitly still count. Role scopes are read from the role rows
+    (as for API requests), so roles granted while the hub runs count at once.
     """
-    names = role_names(user)
-    if not admin_access:
-        names = ["user" if n == "admin" else n for n in names]
-    return sc.expand(sc.role_scopes(names, custom_roles), owner=user.name)
+    base = "admin" if user.admin and admin_access else "user"
+    raw = sc.role_scopes([base], custom_roles)
+    for role in [*user.roles, *(r for g in user.groups for r in g.roles)]:
+        if role.name == "admin" and not admin_access:
+            continue
+        raw.extend(role.scopes or sc.role_scopes([role.name], custom_roles))
+    return sc.expand(raw, owner=user.name)
 
 
 def target_of(client: Client, server: Server | None) -> tuple[str, str] | None:
