@@ -37,24 +37,38 @@ class APIHandler(BaseHandler):
     def prepare(self) -> None:
         limit = self.hub.config.api_body_limit
         length = self.request.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > limit:
+        drain = 64 * limit
+        if length.isdigit() and int(length) > drain:
             raise HubError(413, f"Request body larger than {limit} bytes")
+        self._too_large = length.isdigit() and int(length) > limit
         # Filled in place by data_received(); handlers read self.request.body as usual.
         self.request.body = bytearray()
         if self.request.connection is not None:
-            # Let an over-long chunked body drain (discarded) so we can still answer 413.
-            self.request.connection.set_max_body_size(64 * limit)  # type: ignore[attr-defined]
+            # Let an over-long body drain (discarded) so we can still answer 413.
+            self.request.connection.set_max_body_size(drain)  # type: ignore[attr-defined]
+        error: HubError | None = None
         try:
             self._authorize_request(length)
         except HubError as e:
-            # Answer only once the (bounded) body has been read: closing a socket with unread
-            # data makes the kernel send a reset, which can destroy the response in flight.
             error = e
+        self._after_body(error)
 
-            def fail(*_args: Any, **_kwargs: Any) -> None:
+    def _after_body(self, error: HubError | None) -> None:
+        """Run the checks that must wait for the body before the handler's method.
+
+        Errors are answered only once the (bounded) body has been read: closing a socket with
+        unread data makes the kernel send a reset, which can destroy the response in flight.
+        """
+        name = (self.request.method or "GET").lower()
+        method = getattr(self, name)
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if error is not None:
                 raise error
+            self.check_body_size()
+            return method(*args, **kwargs)
 
-            setattr(self, (self.request.method or "get").lower(), fail)
+        setattr(self, name, guarded)
 
     def _authorize_request(self, length: str) -> None:
         super().prepare()
