@@ -21,7 +21,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 if [ "$(id -u)" = 0 ] && { command -v pg_ctl >/dev/null || [ -d /usr/lib/postgresql ]; }; then
-    PG_PORT=${PG_PORT:-25432} PG_DIR="$state/pg" bash "$here/pg_up.sh" | tail -n 1 > "$state/pg_url"
+    port=${PG_PORT:-25432}
+    PG_PORT=$port PG_DIR="$state/pg-$port" bash "$here/pg_up.sh" | tail -n 1 > "$state/pg_url"
 else
     rm -f "$state/pg_url"
 fi
