@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hub.config import describe  # noqa: E402
+from hub.config import describe
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
