@@ -131,7 +131,7 @@ class NamedServerHandler(ServerHandler):
                               user_groups=frozenset(g.name for g in owner.groups))
             assert self.identity is not None
             self.write_json(users.server_model(
-                row, self.hub.config.base_url, mgr.pending(user, server),
+                user, row, self.hub.config.base_url, mgr.pending(user, server),
                 mgr.is_ready(user, server),
                 include_state=self.identity.can("admin:server_state", res)))
 

@@ -10,12 +10,12 @@ from sqlalchemy.orm import selectinload
 
 from hub.api import pagination
 from hub.api.base import APIHandler
-from hub.api.models import user_model
+from hub.api.models import USER_BY_NAME, USER_COLUMNS, UserData, load_users, user_model, user_models
 from hub.db.database import transaction
 from hub.db.models import Server, User, utcnow
 from hub.handlers.base import HubError
+from hub.services import names, users
 from hub.services import scopes as sc
-from hub.services import users
 from hub.services.users import UserError
 
 
@@ -66,22 +66,25 @@ class UserListHandler(APIHandler):
             raise HubError(400, "state must be one of active, ready, inactive")
         name_filter = self.get_argument("name_filter", "")
         include_stopped = _include_stopped(self)
-        query = select(User).options(selectinload(User.servers), selectinload(User.groups),
-                                     selectinload(User.roles))
+        where: list[Any] = []
         if name_filter:
-            query = query.where(User.name.startswith(name_filter, autoescape=True))
+            where.append(User.name.startswith(name_filter, autoescape=True))
         if state:
             active = select(Server.user_id).where(Server.started.is_not(None))
-            query = query.where(User.id.in_(active) if state in ("active", "ready")
-                                else User.id.not_in(active))
+            where.append(User.id.in_(active) if state in ("active", "ready")
+                         else User.id.not_in(active))
         if not (ident.can("list:users") or ident.can("read:users")):
-            query = query.where(User.name.in_(self._visible_names()))
+            where.append(User.name.in_(self._visible_names()))
         order = _sort_order(self.get_argument("sort", ""))
         with transaction(self.hub.db) as session:
-            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = session.scalars(query.order_by(*order).offset(page.offset)
-                                   .limit(page.limit)).all()
-            items = [user_model(self, u, include_stopped=include_stopped) for u in rows]
+            # Only the paginated envelope shows the total: a bare list skips counting.
+            conn = session.connection()  # Core statements: no ORM compile step
+            total = (conn.execute(select(func.count()).select_from(User.__table__)
+                                  .where(*where)).scalar() or 0 if page.wanted else 0)
+            rows = conn.execute(select(*USER_COLUMNS).where(*where).order_by(*order)
+                                .offset(page.offset).limit(page.limit)).all()
+            items = user_models(self, load_users(session, rows),
+                                include_stopped=include_stopped)
         if state == "ready":
             items = [u for u in items if any(s.get("ready") for s in u.get("servers", {})
                                              .values())]
@@ -123,7 +126,8 @@ class UserListHandler(APIHandler):
                 created = users.create_many(session, data["usernames"], bool(data.get("admin")))
             except UserError as e:
                 raise _user_error(e) from None
-            models = [user_model(self, u) for u in created]
+            rows = [(u.id, u.name, u.admin, u.created, u.last_activity) for u in created]
+            models = user_models(self, load_users(session, rows))
         self.write_json(models, 201)
 
     def identity_is_admin(self) -> bool:
@@ -137,18 +141,21 @@ class UserHandler(APIHandler):
     def _res(self, name: str) -> sc.Resource:
         return sc.Resource(user=name)
 
-    def _visible(self, user: User) -> bool:
+    def _visible(self, user: User | UserData) -> bool:
         assert self.identity is not None
-        res = sc.Resource(user=user.name, user_groups=frozenset(g.name for g in user.groups))
+        groups = user.groups if isinstance(user, UserData) else [g.name for g in user.groups]
+        res = sc.Resource(user=user.name, user_groups=frozenset(groups))
         return any(self.identity.can(s, res) for s in ("read:users", "read:users:name",
                                                        "admin:users"))
 
     def get(self, name: str) -> None:
         with transaction(self.hub.db) as session:
-            user = users.get(session, name)
-            if user is None or not self._visible(user):
+            row = session.connection().execute(
+                USER_BY_NAME, {"name": names.normalize_username(name)}).first()
+            found = load_users(session, [row]) if row is not None else []
+            if not found or not self._visible(found[0]):
                 raise HubError(404, f"No such user: {name}")
-            self.write_json(user_model(self, user, include_stopped=_include_stopped(self)))
+            self.write_json(user_model(self, found[0], include_stopped=_include_stopped(self)))
 
     def post(self, name: str) -> None:
         data = self.json_body({"admin": bool})

@@ -7,12 +7,13 @@ Errors are :class:`UserError` subclasses whose message is safe to show to the ca
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from hub.db.models import APIToken, Server, User, isoformat
+from hub.db.models import APIToken, User, isoformat
 from hub.services import auth, names, tokens
 
 
@@ -116,16 +117,30 @@ def role_names(user: User) -> list[str]:
     return out
 
 
-def server_model(server: Server, base_url: str, pending: str | None, ready: bool,
-                 include_state: bool = False) -> dict[str, Any]:
-    """JupyterHub's server model."""
+class ServerLike(Protocol):
+    """A server row, or the same columns loaded without the ORM."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def started(self) -> datetime | None: ...
+    @property
+    def last_activity(self) -> datetime | None: ...
+    @property
+    def user_options(self) -> dict[str, Any] | None: ...
+    @property
+    def state(self) -> dict[str, Any] | None: ...
+
+
+def server_model(owner: str, server: ServerLike, base_url: str, pending: str | None,
+                 ready: bool, include_state: bool = False) -> dict[str, Any]:
+    """JupyterHub's server model of ``owner``'s ``server``."""
     from urllib.parse import quote
 
     from hub.services.spawner import server_prefix
 
-    user = server.user
-    prefix = server_prefix(base_url, user.name, server.name)
-    progress = f"{base_url}hub/api/users/{quote(user.name, safe='')}/"
+    prefix = server_prefix(base_url, owner, server.name)
+    progress = f"{base_url}hub/api/users/{quote(owner, safe='')}/"
     progress += f"servers/{quote(server.name, safe='')}/progress" if server.name \
         else "server/progress"
     model: dict[str, Any] = {
