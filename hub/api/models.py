@@ -167,18 +167,18 @@ class _Reader:
         return out
 
     def user(self, user: UserData, full: bool, include_stopped: bool) -> dict[str, Any]:
-        if not (full or self.all_users or self.ident.can("read:users", self.user_res(user))):
-            return {"kind": "user", "name": user.name}
+        if full or self.all_users or self.ident.can("read:users", self.user_res(user)):
+            return self._full(user, include_stopped)
+        return self._trimmed(user, include_stopped)
+
+    def _full(self, user: UserData, include_stopped: bool) -> dict[str, Any]:
         servers = self.servers(user, include_stopped) if user.servers else {}
         default = servers.get("")
-        roles = ["admin" if user.admin else "user"]
-        if user.roles:
-            roles.extend(r for r in dict.fromkeys(user.roles) if r not in roles)
         return {
             "kind": "user",
             "name": user.name,
             "admin": user.admin,
-            "roles": roles,
+            "roles": self._roles(user),
             "groups": sorted(user.groups),
             "server": default["url"] if default and default["ready"] else None,
             "pending": default["pending"] if default else None,
@@ -186,6 +186,36 @@ class _Reader:
             "last_activity": _iso(user.last_activity),
             "servers": servers,
         }
+
+    @staticmethod
+    def _roles(user: UserData) -> list[str]:
+        roles = ["admin" if user.admin else "user"]
+        if user.roles:
+            roles.extend(r for r in dict.fromkeys(user.roles) if r not in roles)
+        return roles
+
+    def _trimmed(self, user: UserData, include_stopped: bool) -> dict[str, Any]:
+        """Field by field, as JupyterHub does: e.g. the idle culler's ``list:users``,
+        ``read:users:activity`` and ``read:servers`` see activity and servers."""
+        res = self.user_res(user)
+        model: dict[str, Any] = {"kind": "user", "name": user.name}
+        if self.ident.can("read:users:name", res):
+            model["admin"] = user.admin
+        if self.ident.can("read:users:groups", res):
+            model["groups"] = sorted(user.groups)
+        if self.ident.can("read:roles:users", res):
+            model["roles"] = self._roles(user)
+        if self.ident.can("read:users:activity", res):
+            model["last_activity"] = _iso(user.last_activity)
+        if self.ident.can("read:servers", res) or any(
+                self.ident.can("read:servers", self.server_res(user, s.name))
+                for s in user.servers):
+            servers = self.servers(user, include_stopped) if user.servers else {}
+            default = servers.get("")
+            model["servers"] = servers
+            model["server"] = default["url"] if default and default["ready"] else None
+            model["pending"] = default["pending"] if default else None
+        return model
 
 
 def user_models(handler: APIHandler, found: Sequence[UserData], full: bool = False,

@@ -169,3 +169,17 @@ def test_cookie_auth_needs_xsrf(hub: HubProcess) -> None:
     # a token bound to another session fails
     other = hub.login(name, password)
     _err(other.get(hub.hub_api + "/user", headers={"X-XSRFToken": xsrf}, timeout=10), 403)
+
+
+def test_culler_scopes_see_activity_and_servers_only(hub: HubProcess) -> None:
+    """JupyterHub's idle culler runs with these scopes; models are trimmed field by field."""
+    name, _ = hub.new_user("cull")
+    hub.api("POST", f"/users/{name}/activity", json={"last_activity": "2025-03-04T05:06:07Z"})
+    tok = hub.make_token("admin", "list:users", "read:users:activity", "read:servers",
+                         "delete:servers")
+    got = hub.api("GET", f"/users/{name}", token=tok).json()
+    assert got["last_activity"].startswith("2025-03-04T05:06")
+    assert got["servers"] == {} and got["server"] is None
+    assert "created" not in got and "groups" not in got
+    listed = hub.api("GET", "/users", token=tok, params={"name_filter": name}).json()
+    assert listed[0]["last_activity"] == got["last_activity"]
