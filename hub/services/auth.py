@@ -12,7 +12,6 @@ accounts via ``pamela``) and ``dummy`` (development only: any password, or one s
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from typing import ClassVar
 
@@ -21,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.db.models import User
+from hub.services import plugins
 
 log = logging.getLogger(__name__)
 # A real hash to compare against when the user is unknown, so timing doesn't reveal it.
@@ -121,13 +121,4 @@ BUILTIN: dict[str, type[Authenticator]] = {
 
 def load_class(spec: str) -> type[Authenticator]:
     """An authenticator class from a built-in name or a ``module:Class``/dotted path."""
-    if spec in BUILTIN:
-        return BUILTIN[spec]
-    module, _, attr = spec.replace(":", ".").rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ValueError(f"cannot load authenticator {spec!r}: {e}") from None
-    if not (isinstance(cls, type) and issubclass(cls, Authenticator)):
-        raise ValueError(f"{spec!r} is not an Authenticator")
-    return cls
+    return plugins.load_class(spec, BUILTIN, Authenticator, "authenticator")

@@ -7,13 +7,12 @@ context so the order of steps reads in one place.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from typing import Any
 
 from hub.context import HubContext
 from hub.db.database import transaction
-from hub.services import rbac
+from hub.services import plugins, rbac
 from hub.services.local_spawner import LocalProcessSpawner
 from hub.services.oauth import OAuthProvider
 from hub.services.proxy_client import ProxyError, ProxyLauncher, Route
@@ -31,16 +30,10 @@ class StartupFailure(RuntimeError):
 
 def spawner_class(spec: str) -> type[Spawner]:
     """A spawner class from a built-in name or a ``module.Class`` path."""
-    if spec in BUILTIN_SPAWNERS:
-        return BUILTIN_SPAWNERS[spec]
-    module, _, attr = spec.replace(":", ".").rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise StartupFailure(f"cannot load spawner {spec!r}: {e}") from None
-    if not (isinstance(cls, type) and issubclass(cls, Spawner)):
-        raise StartupFailure(f"{spec!r} is not a Spawner")
-    return cls
+        return plugins.load_class(spec, BUILTIN_SPAWNERS, Spawner, "spawner")
+    except ValueError as e:
+        raise StartupFailure(str(e)) from None
 
 
 def load_rbac(hub: HubContext) -> None:
