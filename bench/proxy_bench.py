@@ -11,7 +11,13 @@ level) and measures, for each proxy and for the backend reached directly:
   ``/proc/PID/clear_refs`` before each transfer);
 * websocket echo messages/s (50 connections, one 32-byte message in flight each);
 * RSS and open FDs before and after 10,000 websocket connect/disconnect cycles;
-* req/s across 1,000 distinct user paths with only the default route, then with 10,000 routes.
+* req/s across 1,000 distinct user paths with only the default route, then with 10,000 routes,
+  and the time to add those routes through the REST API.
+
+Each HTTP run also records the proxy's CPU time (requests per proxy CPU-second, a figure that
+other work on the machine disturbs less than req/s) and the share of the CPUs used by unrelated
+processes (``/proc/stat`` minus the bench's own processes); above 5 % the report says the run was
+disturbed.
 
 It prints a table, the ratio lines ``himalia/chp req/s = X`` and ``himalia/chp p99 = Y``, and checks
 the targets of the proxy issue: req/s >= 5x CHP, p99 <= 0.3x CHP, RSS <= CHP, FDs and RSS flat after
@@ -21,7 +27,10 @@ Usage::
 
     .venv/bin/python bench/proxy_bench.py                      # full run, ~2.5 minutes
     .venv/bin/python bench/proxy_bench.py --quick              # smoke test, ~30 s
-    .venv/bin/python bench/proxy_bench.py --markdown bench/results/proxy.md
+    .venv/bin/python bench/proxy_bench.py --repeat 2 --markdown bench/results/proxy.md
+    .venv/bin/python bench/proxy_bench.py --skip-chp --profile /tmp/prof   # py-spy hot spots
+
+(``--repeat N`` keeps the best of N runs of each HTTP load; ``--check`` exits 1 on a missed target.)
 
 CPU placement: the machine this was written on has 2 cores shared by the load generator
 (``wrk -t1``: one thread), the backend (one process), the proxy under test and this script.  By
