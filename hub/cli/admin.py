@@ -9,10 +9,9 @@ from pathlib import Path
 from alembic.util import CommandError
 from sqlalchemy import inspect
 
-from hub.cli.common import CLIError, Parser, add_db_arguments, connect, open_database
+from hub.cli.common import CLIError, Parser, add_db_arguments, connect, open_database, scope_list
 from hub.config import Config, describe
 from hub.db.database import backup_sqlite, current_revision, head_revision, transaction, upgrade
-from hub.services import scopes as sc
 from hub.services import tokens
 from hub.services import users as accounts
 
@@ -25,7 +24,7 @@ def add_parsers(commands: argparse._SubParsersAction[Parser]) -> None:
                    help="What the token is for (shown in the token list).")
     p.add_argument("--expires-in", type=_seconds, metavar="SECONDS",
                    help="Lifetime in seconds (default: never, or token_max_age_days).")
-    p.add_argument("--scopes", type=_scope_list, metavar="A,B",
+    p.add_argument("--scopes", type=scope_list, metavar="A,B",
                    help="Comma-separated scopes (default: everything the user may do).")
     p.set_defaults(func=cmd_token)
     add_db_arguments(p)
@@ -52,18 +51,6 @@ def _seconds(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError("must be a positive number of seconds")
     return value
-
-
-def _scope_list(text: str) -> list[str]:
-    scopes = [s.strip() for s in text.split(",") if s.strip()]
-    if not scopes:
-        raise argparse.ArgumentTypeError("no scopes given")
-    for scope in scopes:
-        try:
-            sc.validate(scope)
-        except sc.ScopeError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return scopes
 
 
 def cmd_token(args: argparse.Namespace, cfg: Config) -> int:

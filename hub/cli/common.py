@@ -22,6 +22,7 @@ from hub.config import OPTIONS, Config
 from hub.db.database import check_schema, make_engine, make_sessionmaker
 from hub.secrets_store import ensure_private_dir
 from hub.services import auth
+from hub.services import scopes as sc
 
 #: The settings a subcommand needs to find the hub's database.
 DB_SETTINGS = ("data_dir", "db_url")
@@ -130,3 +131,16 @@ def confirm(question: str) -> bool:
     sys.stderr.write(f"{question} [y/N] ")
     sys.stderr.flush()
     return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def scope_list(text: str) -> list[str]:
+    """argparse type: a comma-separated list of valid scopes."""
+    scopes = [s.strip() for s in text.split(",") if s.strip()]
+    if not scopes:
+        raise argparse.ArgumentTypeError("no scopes given")
+    for scope in scopes:
+        try:
+            sc.validate(scope)
+        except sc.ScopeError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return scopes

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -113,27 +115,26 @@ def cmd_remove(args: argparse.Namespace, cfg: Config) -> int:
 
 def cmd_add_users(args: argparse.Namespace, cfg: Config) -> int:
     """Add members to a group (members already in it are fine)."""
-    with open_database(cfg) as db, transaction(db) as session:
-        try:
-            group = grp.require(session, args.group)
-            members = grp.find_users(session, args.users)
-        except grp.GroupError as e:
-            raise _fail(e) from None
-        grp.add_users(group, members)
-        done = sorted(u.name for u in members)
+    done = _change_members(args, cfg, grp.add_users)
     print(f"added {', '.join(done)} to group {args.group}")
     return 0
 
 
 def cmd_remove_users(args: argparse.Namespace, cfg: Config) -> int:
     """Remove members from a group (users not in it are fine)."""
+    done = _change_members(args, cfg, grp.remove_users)
+    print(f"removed {', '.join(done)} from group {args.group}")
+    return 0
+
+
+def _change_members(args: argparse.Namespace, cfg: Config,
+                    change: Callable[[Any, Any], None]) -> list[str]:
+    """Apply ``change(group, members)``; returns the members' names."""
     with open_database(cfg) as db, transaction(db) as session:
         try:
             group = grp.require(session, args.group)
             members = grp.find_users(session, args.users)
         except grp.GroupError as e:
             raise _fail(e) from None
-        grp.remove_users(group, members)
-        done = sorted(u.name for u in members)
-    print(f"removed {', '.join(done)} from group {args.group}")
-    return 0
+        change(group, members)
+        return sorted(u.name for u in members)

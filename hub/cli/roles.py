@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from hub.cli.common import CLIError, Parser, add_db_arguments, confirm, open_database
+from hub.cli.common import CLIError, Parser, add_db_arguments, confirm, open_database, scope_list
 from hub.config import Config
 from hub.db.database import transaction
 from hub.db.models import Group, Role, User
@@ -37,7 +37,7 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
 
     p = sub.add_parser("add", help="Create a custom role.")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--scopes", type=_scope_list, required=True, metavar="A,B",
+    p.add_argument("--scopes", type=scope_list, required=True, metavar="A,B",
                    help="Comma-separated scopes, filters allowed (read:users!group=class).")
     p.add_argument("--description", default="", help="What the role is for.")
     p.set_defaults(func=cmd_add)
@@ -59,18 +59,6 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
 
     for leaf in sub.choices.values():
         add_db_arguments(leaf)
-
-
-def _scope_list(text: str) -> list[str]:
-    scopes = [s.strip() for s in text.split(",") if s.strip()]
-    if not scopes:
-        raise argparse.ArgumentTypeError("no scopes given")
-    for scope in scopes:
-        try:
-            sc.validate(scope)
-        except sc.ScopeError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return scopes
 
 
 def _rows(session: Any) -> list[dict[str, Any]]:
