@@ -34,7 +34,6 @@ from tests.hub.test_db import PG_URL, newer_migrations, pg_schema_url
 from tests.hubproc import HubProcess
 
 PASSWORD = "correct horse 1"
-README = Path(__file__).resolve().parents[2] / "README.md"
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
@@ -595,30 +594,3 @@ def test_cli_works_next_to_a_running_hub(make_hub: Callable[..., HubProcess], tm
     hub.new_user(prefix="new", admin=True)  # likely to get the removed user's old id
     me = hub.api("GET", "/user", token=token)
     assert me.status_code == 403, f"a removed user's token authenticated as {me.text[:80]}"
-
-
-def _commands() -> list[str]:
-    """Every command and subcommand of the real parser, e.g. ``himalia users add``."""
-    import argparse
-
-    from hub.cli import build_parser
-
-    def walk(parser: argparse.ArgumentParser, prefix: str) -> list[str]:
-        out: list[str] = []
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    out.append(f"{prefix} {name}")
-                    out.extend(walk(sub, f"{prefix} {name}"))
-        return out
-
-    return [c for c in walk(build_parser(), "himalia") if c != "himalia serve"]
-
-
-COMMANDS = _commands()
-
-
-def test_every_command_is_documented_in_the_readme() -> None:
-    readme = README.read_text() if README.exists() else ""
-    missing = [c for c in COMMANDS if c not in readme]
-    assert not missing, f"README.md does not document: {', '.join(missing)}"
