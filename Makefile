@@ -1,7 +1,9 @@
 # Himalia — the two commands of the README:
 #   make run    create .venv, install everything, start hub + proxy on http://127.0.0.1:8000
 #   make test   install what the tests need (chromium, PostgreSQL) and run the whole suite
-PYTHON ?= python3
+# The system Python where there is one: every user's server runs from this venv as the user's own
+# account, so the interpreter must be readable by all accounts (a pyenv under /root is not).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DATA   ?= ./data

@@ -86,10 +86,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("default_url", str, "", "Landing URL of user servers (default: /lab)."),
     Option("root_dir", str, "", "Directory user servers show (default: each server's own "
            "working directory under <data_dir>/users/)."),
+    Option("accounts", str, "auto", "Which Unix account runs each user's server: 'create' "
+           "(account <account_prefix><name>, made on first spawn), 'existing' (the account of "
+           "the same name, e.g. PAM or LDAP sites), 'hub' (the hub's own account for everyone), "
+           "or 'auto': 'create' when the hub runs as root, else 'hub'."),
+    Option("account_prefix", str, "jupyter-", "Prefix of the accounts made in 'create' mode."),
+    Option("account_home_root", str, "/home", "Where 'create' mode makes home directories."),
+    Option("account_shell", str, "/bin/bash", "Login shell of accounts made in 'create' mode."),
+    Option("mem_limit", str, "", "Memory limit of each server, e.g. 512M or 2G, enforced with "
+           "cgroups (empty: none). The hub refuses to start if it cannot enforce it."),
+    Option("cpu_limit", float, 0.0, "CPUs each server may use, e.g. 1.5, enforced with cgroups "
+           "(0: no limit). The hub refuses to start if it cannot enforce it."),
+    Option("cgroup_root", str, "/sys/fs/cgroup", "Where the cgroup file system is mounted."),
     Option("api_body_limit", int, 1024 * 1024, "Largest accepted API request body, in bytes."),
     Option("token_max_age_days", float, 0.0, "Longest allowed API token lifetime (0: none)."),
     Option("create_first_admin", bool, True, "On an empty database create 'admin' with a "
-           "random password, printed once and saved to <data_dir>/admin-password."),
+           "random password, printed once."),
+    Option("admin_password_file", bool, True, "Also save the first admin's password in "
+           "<data_dir>/admin-password (0600); the file is removed once the password changes."),
     Option("named_server_limit_per_user", int, 0, "Named servers a user may have (running or "
            "stopped; 0: no limit); creating one more answers 400."),
     Option("roles", list, [], "Roles loaded at start-up: tables {name, description, scopes, "
