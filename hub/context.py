@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import Config
 from hub.services.auth import Authenticator
+from hub.services.identity import IdentityCache
 from hub.services.throttle import LoginThrottle
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ class HubContext:
     templates: jinja2.Environment
     cookie_secret: bytes
     throttle: LoginThrottle
+    #: Resolved identities and token lookups, kept in step with the database by ``db``'s events.
+    identities: IdentityCache
     servers: ServerManager | None = None
     proxy: ProxyClient | None = None
     oauth: OAuthProvider | None = None

@@ -43,6 +43,7 @@ from hub.secrets_store import (
     write_private,
 )
 from hub.services import auth, users
+from hub.services.identity import IdentityCache
 from hub.services.throttle import LoginThrottle
 
 log = logging.getLogger("hub")
@@ -122,6 +123,7 @@ def build_context(cfg: Config) -> HubContext:
         config=cfg, db=db, authenticator=authenticator, templates=make_templates(),
         cookie_secret=cookie_secret,
         throttle=LoginThrottle(cfg.login_max_failures, cfg.login_throttle_window),
+        identities=IdentityCache(db),
     )
 
 

@@ -152,9 +152,7 @@ class TokenHandler(_TokenBase):
     def delete(self, name: str, token_id: str) -> None:
         with transaction(self.hub.db) as session:
             user = self._owner(session, name, "tokens")
-            row = self._find(session, user, token_id)
-            tokens.forget(row.hashed)
-            session.delete(row)
+            session.delete(self._find(session, user, token_id))
         self.set_status(204)
         self.finish()
 

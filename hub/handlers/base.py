@@ -20,7 +20,6 @@ from tornado import web
 from hub import API_VERSION, __version__
 from hub.context import HubContext
 from hub.db.database import transaction
-from hub.services import identity as ident
 from hub.services.identity import Identity
 
 log = logging.getLogger(__name__)
@@ -109,17 +108,17 @@ class BaseHandler(web.RequestHandler):
 
     def resolve_identity(self) -> Identity | None:
         """The caller, from the identity cache when possible (no database access then)."""
-        roles = self.hub.custom_roles
+        roles, cache = self.hub.custom_roles, self.hub.identities
         token = self._token_from_header()
         if token is not None:
-            found = ident.cached_token(self.hub.db, token, roles)
+            found = cache.cached_token(token, roles)
             if found is not None:
                 return found
             with transaction(self.hub.db) as session:
-                return ident.from_token(session, token, roles)
+                return cache.from_token(session, token, roles)
         keys = self._session_keys()
         for key in keys:
-            found = ident.cached_session(self.hub.db, key, roles)
+            found = cache.cached_session(key, roles)
             if found is not None:
                 self._session_key = key
                 return found
@@ -127,7 +126,7 @@ class BaseHandler(web.RequestHandler):
             return None
         with transaction(self.hub.db) as session:
             for key in keys:
-                found = ident.from_session(session, key, roles)
+                found = cache.from_session(session, key, roles)
                 if found is not None:
                     self._session_key = key
                     return found

@@ -6,12 +6,13 @@ its owner, and a revoked or expired token resolves to nothing). A configured ext
 token (``kind='service'``, no user) resolves to the service itself, with the scopes its roles
 gave it at start-up (see :mod:`hub.services.rbac`); ``Identity.service`` then names it.
 
-Resolved identities are cached per token (or login session) for :data:`IDENTITY_TTL` seconds,
-so a script hammering the API costs one hash and one dictionary lookup per request. What this
-hub process changes drops cached identities at once: revoking a token (:func:`tokens.forget`),
-logging out, deleting a user, session or token, and changing a user's name, admin flag, roles
-or groups, a group's members or roles, or a role's scopes (SQLAlchemy attribute events, also
-after the commit). Changes made by another process — the ``himalia`` CLI — are seen on the
+Resolved identities are cached per token (or login session) for :data:`IDENTITY_TTL` seconds
+by the hub's :class:`IdentityCache`, so a script hammering the API costs one hash and one
+dictionary lookup per request. What this hub process changes drops cached identities at once:
+revoking or deleting a token, logging out, deleting a user, group, role, server or session, and
+changing a user's name, admin flag, roles or groups, a group's name, members or roles, or a
+role's scopes (events of the hub's sessions, at the flush and again after the commit). Changes
+made by another process — the ``himalia`` CLI — are seen on the
 next request with SQLite (any commit by another connection empties the caches, see
 :class:`hub.db.database.ChangeDetector`), and within :data:`IDENTITY_TTL` seconds with
 PostgreSQL. An expiring token or session is never served past its expiry.
@@ -20,17 +21,17 @@ PostgreSQL. An expiring token or session is never served past its expiry.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import event, select
+from cachetools import TLRUCache
+from sqlalchemy import delete, event, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session, selectinload, sessionmaker
 
 from hub.db.database import changed_elsewhere
-from hub.db.models import APIToken, Group, LoginSession, Role, User, utcnow
+from hub.db.models import APIToken, Group, LoginSession, Role, Server, User, utcnow
 from hub.services import scopes as sc
 from hub.services import tokens
 
@@ -64,9 +65,6 @@ class Identity:
             return True
         return res is not None and sc.allows(set(self.scopes), needed, res)
 
-    def on_user(self, name: str, groups: frozenset[str] = frozenset()) -> sc.Resource:
-        return sc.Resource(user=name, user_groups=groups)
-
 
 def user_scopes(user: User, custom_roles: dict[str, list[str]]) -> set[str]:
     """Every scope the user's roles (direct and through groups) grant, expanded.
@@ -80,111 +78,178 @@ def user_scopes(user: User, custom_roles: dict[str, list[str]]) -> set[str]:
 
 
 # --- the identity cache -------------------------------------------------------------------
-# key ("t:" + token hash or "s:" + session hash) → (monotonic deadline, custom roles, identity)
-_identities: OrderedDict[str, tuple[float, object, Identity]] = OrderedDict()
+class _Entry(NamedTuple):
+    deadline: float  # time.monotonic() after which the entry is gone
+    roles: object  # the custom-role table it was resolved with
+    identity: Identity
 
 
-def _token_key(hashed: str) -> str:
-    return "t:" + hashed
+#: What makes a stored row's change matter to someone's identity (a new row matters to nobody
+#: yet; deleting one of these forgets everything, see :meth:`IdentityCache._after_flush`).
+_WATCHED: dict[type, tuple[str, ...]] = {
+    User: ("name", "admin", "roles", "groups"),
+    Group: ("name", "users", "roles"),
+    Role: ("name", "scopes"),
+}
+#: The columns of a token its identity depends on (``last_activity`` is not one).
+_TOKEN_FIELDS = ("scopes", "expires_at", "user_id", "kind", "service_name", "session_id")
+#: Rows whose deletion may take tokens or sessions with it (database-level cascades).
+_CASCADING = (User, Group, Role, Server, LoginSession)
+_ALL = "*"
 
 
-def _session_key(hashed: str) -> str:
-    return "s:" + hashed
+class IdentityCache:
+    """The hub's resolved identities and token lookups, kept honest by its own session events.
 
+    One per hub (:class:`hub.context.HubContext` ``identities``), bound to the hub's
+    ``sessionmaker``: every session it makes reports flushed changes to token, session, user,
+    group and role rows, and bulk ``DELETE``/``UPDATE`` statements on them, and the affected
+    entries are dropped at once and again after the commit (see the module docstring).
+    Identities are keyed ``t:<token hash>`` or ``s:<session hash>``.
+    """
 
-def _cached(key: str, custom_roles: dict[str, list[str]]) -> Identity | None:
-    hit = _identities.get(key)
-    if hit is None:
-        return None
-    deadline, roles, found = hit
-    if time.monotonic() >= deadline or roles is not custom_roles:
-        _identities.pop(key, None)
-        return None
-    return found
+    def __init__(self, db: sessionmaker[Session], ttl: float = IDENTITY_TTL,
+                 size: int = IDENTITY_CACHE_SIZE) -> None:
+        self.db = db
+        self.ttl = ttl
+        self.tokens = tokens.TokenCache()
+        self._entries: TLRUCache[str, _Entry] = TLRUCache(
+            size, ttu=lambda _key, entry, _now: entry.deadline, timer=time.monotonic)
+        event.listen(db, "after_flush", self._after_flush)
+        event.listen(db, "do_orm_execute", self._on_execute)
+        event.listen(db, "after_commit", self._after_commit)
 
+    # --- lookups ---------------------------------------------------------------------------
+    def cached_token(self, secret: str, custom_roles: dict[str, list[str]]) -> Identity | None:
+        """The identity of a token resolved less than ``ttl`` seconds ago, without a query
+        (just a look at whether the database changed); None when it must be resolved with
+        :meth:`from_token`."""
+        self._check_elsewhere()
+        return self._cached("t:" + tokens.hash_token(secret), custom_roles)
 
-def _remember(key: str, found: Identity, custom_roles: dict[str, list[str]],
-              expires_at: datetime | None) -> Identity:
-    ttl = IDENTITY_TTL
-    if expires_at is not None:  # never past the token's or session's own expiry
-        ttl = min(ttl, (expires_at - utcnow()).total_seconds())
-    if ttl > 0:
-        _identities[key] = (time.monotonic() + ttl, custom_roles, found)
-        _identities.move_to_end(key)
-        while len(_identities) > IDENTITY_CACHE_SIZE:
-            _identities.popitem(last=False)
-    return found
+    def cached_session(self, key: str, custom_roles: dict[str, list[str]]) -> Identity | None:
+        """Like :meth:`cached_token`, for a login session's key."""
+        self._check_elsewhere()
+        return self._cached("s:" + tokens.hash_token(key), custom_roles)
 
-
-def forget_all() -> None:
-    """Drop every cached identity (after a change to users, groups or roles)."""
-    _identities.clear()
-
-
-def _forget_token(hashed: str | None) -> None:
-    if hashed is None:
-        forget_all()
-    else:
-        _identities.pop(_token_key(hashed), None)
-
-
-tokens.on_forget(_forget_token)
-
-
-def _check_elsewhere(db: sessionmaker[Session]) -> None:
-    """Forget everything cached when another connection (e.g. the CLI) committed since."""
-    if changed_elsewhere(db):
-        tokens.forget()  # the token cache, and through its hook every identity
-
-
-def cached_token(db: sessionmaker[Session], secret: str,
-                 custom_roles: dict[str, list[str]]) -> Identity | None:
-    """The identity of a token resolved less than :data:`IDENTITY_TTL` ago, without a
-    query (just a look at whether the database changed); None when it must be resolved
-    with :func:`from_token`."""
-    _check_elsewhere(db)
-    return _cached(_token_key(tokens.hash_token(secret)), custom_roles)
-
-
-def cached_session(db: sessionmaker[Session], key: str,
+    def from_token(self, session: Session, secret: str,
                    custom_roles: dict[str, list[str]]) -> Identity | None:
-    """Like :func:`cached_token`, for a login session's key."""
-    _check_elsewhere(db)
-    return _cached(_session_key(tokens.hash_token(key)), custom_roles)
+        """Resolve a token (and remember the answer, see :meth:`cached_token`)."""
+        tok = self.tokens.lookup(session, secret)
+        if tok is None:
+            return None
+        if tok.user_id is None:
+            found = _service_identity(session, tok)
+        else:
+            found = _user_token_identity(session, tok, custom_roles)
+        if found is None:
+            return None
+        return self._remember("t:" + tokens.hash_token(secret), found, custom_roles,
+                              tok.expires_at)
+
+    def from_session(self, session: Session, key: str,
+                     custom_roles: dict[str, list[str]]) -> Identity | None:
+        """Resolve a login session's key (and remember the answer)."""
+        hashed = tokens.hash_token(key)
+        row = session.scalar(select(LoginSession).where(LoginSession.hashed == hashed))
+        if row is None or row.expires_at <= utcnow():
+            return None
+        user = _load_user(session, row.user_id)
+        if user is None:
+            return None
+        found = Identity(
+            user_id=user.id, name=user.name, admin=user.admin,
+            scopes=frozenset(user_scopes(user, custom_roles)), kind="cookie",
+            session_id=row.id, groups=frozenset(g.name for g in user.groups),
+        )
+        return self._remember("s:" + hashed, found, custom_roles, row.expires_at)
+
+    # --- forgetting ------------------------------------------------------------------------
+    def forget_all(self) -> None:
+        """Drop every cached identity and token."""
+        self._entries.clear()
+        self.tokens.forget()
+
+    def forget_token(self, hashed: str) -> None:
+        self.tokens.forget(hashed)
+        self._entries.pop("t:" + hashed, None)
+
+    def _cached(self, key: str, custom_roles: dict[str, list[str]]) -> Identity | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        if hit.roles is not custom_roles:
+            self._entries.pop(key, None)
+            return None
+        return hit.identity
+
+    def _remember(self, key: str, found: Identity, custom_roles: dict[str, list[str]],
+                  expires_at: datetime | None) -> Identity:
+        ttl = self.ttl
+        if expires_at is not None:  # never past the token's or session's own expiry
+            ttl = min(ttl, (expires_at - utcnow()).total_seconds())
+        if ttl > 0:
+            self._entries[key] = _Entry(time.monotonic() + ttl, custom_roles, found)
+        return found
+
+    def _check_elsewhere(self) -> None:
+        """Forget everything cached when another connection (e.g. the CLI) committed since."""
+        if changed_elsewhere(self.db):
+            self.forget_all()
+
+    def _forget(self, session: Session, keys: set[str]) -> None:
+        """Drop ``keys`` now and after the commit, in case a request resolved them in between:
+        a token's hash (its lookup and identity), ``l:<hash>`` (its lookup only), ``s:<hash>``
+        (a login session's identity) or :data:`_ALL`."""
+        for key in keys:
+            self._drop(key)
+        session.info.setdefault("identity_forget", set()).update(keys)
+
+    def _drop(self, key: str) -> None:
+        if key == _ALL:
+            self.forget_all()
+        elif key.startswith("s:"):
+            self._entries.pop(key, None)
+        elif key.startswith("l:"):
+            self.tokens.forget(key[2:])
+        else:
+            self.forget_token(key)
+
+    # --- session events --------------------------------------------------------------------
+    def _after_flush(self, session: Session, _context: Any) -> None:
+        keys: set[str] = set()
+        for obj in session.deleted:
+            if isinstance(obj, APIToken):
+                keys.add(obj.hashed)
+            if isinstance(obj, _CASCADING):
+                keys.add(_ALL)
+        for obj in session.dirty:
+            if isinstance(obj, APIToken):
+                # Recording use (touch) changes no identity: only the looked-up row is stale.
+                used_only = not _changed(obj, _TOKEN_FIELDS)
+                keys.add(("l:" if used_only else "") + obj.hashed)
+            watched = _WATCHED.get(type(obj))
+            if watched and _changed(obj, watched):
+                keys.add(_ALL)
+        if keys:
+            self._forget(session, keys)
+
+    def _on_execute(self, state: ORMExecuteState) -> None:
+        """A bulk ``DELETE``/``UPDATE`` names no rows: forget everything when it hits ours."""
+        if not (state.is_delete or state.is_update):
+            return
+        mapper = state.bind_mapper
+        if mapper is not None and issubclass(mapper.class_, (APIToken, *_CASCADING)):
+            self._forget(state.session, {_ALL})
+
+    def _after_commit(self, session: Session) -> None:
+        for key in session.info.pop("identity_forget", ()):
+            self._drop(key)
 
 
-def _changed(target: Any, *_: Any) -> None:
-    """A stored user, group or role changed in a way that may change someone's identity."""
-    state = sa_inspect(target)
-    if not state.has_identity:
-        return  # a new row: nobody's cached identity depends on it yet
-    forget_all()
-    if state.session is not None:  # once more after the commit, in case a request ran between
-        state.session.info["identities_changed"] = True
-
-
-def _deleted(_mapper: Any, _conn: Any, target: Any) -> None:
-    if isinstance(target, APIToken):
-        tokens.forget(target.hashed)
-    elif isinstance(target, LoginSession):
-        _identities.pop(_session_key(target.hashed), None)
-    else:
-        _changed(target)
-
-
-def _after_commit(session: Session) -> None:
-    if session.info.pop("identities_changed", False):
-        forget_all()
-
-
-for _column in (User.name, User.admin, Group.name, Role.name, Role.scopes):
-    event.listen(_column, "set", _changed)
-for _collection in (User.roles, User.groups, Group.users, Group.roles):
-    for _kind in ("append", "remove", "bulk_replace"):
-        event.listen(_collection, _kind, _changed)
-for _model in (User, Group, Role, APIToken, LoginSession):
-    event.listen(_model, "after_delete", _deleted)
-event.listen(Session, "after_commit", _after_commit)
+def _changed(obj: Any, attrs: tuple[str, ...]) -> bool:
+    state = sa_inspect(obj)
+    return any(state.attrs[name].history.has_changes() for name in attrs)
 
 
 # --- resolution ----------------------------------------------------------------------------
@@ -194,22 +259,6 @@ def _load_user(session: Session, user_id: int) -> User | None:
         select(User).where(User.id == user_id)
         .options(selectinload(User.roles), selectinload(User.groups).selectinload(Group.roles))
     )
-
-
-def from_token(
-    session: Session, secret: str, custom_roles: dict[str, list[str]]
-) -> Identity | None:
-    """Resolve a token (and remember the answer, see :func:`cached_token`)."""
-    tok = tokens.lookup(session, secret)
-    if tok is None:
-        return None
-    if tok.user_id is None:
-        found = _service_identity(session, tok)
-    else:
-        found = _user_token_identity(session, tok, custom_roles)
-    if found is None:
-        return None
-    return _remember(_token_key(tokens.hash_token(secret)), found, custom_roles, tok.expires_at)
 
 
 def _user_token_identity(session: Session, tok: tokens.CachedToken,
@@ -241,24 +290,6 @@ def _service_identity(session: Session, tok: tokens.CachedToken) -> Identity | N
     )
 
 
-def from_session(
-    session: Session, key: str, custom_roles: dict[str, list[str]]
-) -> Identity | None:
-    hashed = tokens.hash_token(key)
-    row = session.scalar(select(LoginSession).where(LoginSession.hashed == hashed))
-    if row is None or row.expires_at <= utcnow():
-        return None
-    user = _load_user(session, row.user_id)
-    if user is None:
-        return None
-    found = Identity(
-        user_id=user.id, name=user.name, admin=user.admin,
-        scopes=frozenset(user_scopes(user, custom_roles)), kind="cookie",
-        session_id=row.id, groups=frozenset(g.name for g in user.groups),
-    )
-    return _remember(_session_key(hashed), found, custom_roles, row.expires_at)
-
-
 def new_session(session: Session, user: User, max_age_days: float) -> str:
     """Create a login session; returns the secret key to put in the cookie."""
     key = tokens.new_secret()
@@ -269,13 +300,12 @@ def new_session(session: Session, user: User, max_age_days: float) -> str:
 
 
 def end_session(session: Session, key: str) -> None:
-    """Log a browser out everywhere its session reached: the session and its OAuth tokens."""
-    hashed_key = tokens.hash_token(key)
-    _identities.pop(_session_key(hashed_key), None)
-    row = session.scalar(select(LoginSession).where(LoginSession.hashed == hashed_key))
+    """Log a browser out everywhere its session reached: the session and its OAuth tokens.
+
+    The hub's :class:`IdentityCache` sees both deletions and forgets them.
+    """
+    row = session.scalar(select(LoginSession).where(LoginSession.hashed == tokens.hash_token(key)))
     if row is None:
         return
-    for hashed in session.scalars(select(APIToken.hashed).where(APIToken.session_id == row.id)):
-        tokens.forget(hashed)
-    session.query(APIToken).filter(APIToken.session_id == row.id).delete()
+    session.execute(delete(APIToken).where(APIToken.session_id == row.id))
     session.delete(row)

@@ -276,7 +276,6 @@ class HubRequestValidator(RequestValidator):
         if entry[1] is not None:
             row = session.get(APIToken, entry[1])
             if row is not None:
-                tokens.forget(row.hashed)
                 session.delete(row)
 
     # --- token requests --------------------------------------------------------------------

@@ -361,7 +361,6 @@ def _sync_service_tokens(session: Session, registry: Mapping[str, Service]) -> N
             row.scopes = sorted(service.scopes)
             kept.add(row.hashed)
         else:
-            tokens.forget(row.hashed)
             session.delete(row)
     session.flush()
     for hashed, service in wanted.items():

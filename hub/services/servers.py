@@ -582,12 +582,7 @@ def _server_row(session: Session, user: str, server: str) -> Server | None:
 
 
 def _revoke(session: Session, server_id: int, cid: str) -> None:
-    """Delete the server's API tokens (and forget them in the cache) and its OAuth client."""
-    hashed = session.scalars(
-        select(APIToken.hashed).where(APIToken.server_id == server_id, APIToken.kind == "server")
-    ).all()
-    for h in hashed:
-        tokens.forget(h)
+    """Delete the server's API tokens (the hub's identity cache sees it) and OAuth client."""
     session.execute(delete(APIToken).where(APIToken.server_id == server_id,
                                            APIToken.kind == "server"))
     session.execute(delete(OAuthClient).where(OAuthClient.identifier == cid))

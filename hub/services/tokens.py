@@ -1,8 +1,9 @@
-"""API tokens: minting, hashing and lookup with a bounded cache.
+"""API tokens: minting, hashing, lookup, and a bounded cache of lookups.
 
 Tokens are 32 random bytes (URL-safe text); only their SHA-256 is stored, so a fast hash is
-safe here (unlike passwords, a token has no dictionary to guess from). A successful lookup is
-cached for a short time keyed by that hash; revoking or deleting a token calls :func:`forget`.
+safe here (unlike passwords, a token has no dictionary to guess from). :func:`lookup` always
+queries; a :class:`TokenCache` (one per hub, held by its identity cache) keeps successful
+lookups for a short time keyed by that hash, and is told when a token row changes.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cachetools import TTLCache
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ from hub.db.models import APIToken, utcnow
 
 CACHE_SIZE = 10_000
 #: Seconds a looked-up token is reused. Revocations made in this process apply at once
-#: (:func:`forget`); one made by another process (the CLI) is seen within this time.
+#: (:meth:`TokenCache.forget`); one made by another process (the CLI) is seen within this time.
 CACHE_TTL = 2.0
 # Record last_activity at most this often per token, to keep writes off the hot path.
 ACTIVITY_RESOLUTION = timedelta(seconds=60)
@@ -64,25 +64,33 @@ class CachedToken:
     last_activity: datetime | None
 
 
-_cache: OrderedDict[str, tuple[float, CachedToken]] = OrderedDict()
-#: Called with the hash (or None for "all") whenever a token is forgotten: caches built on
-#: top of this one (resolved identities) drop their entries too.
-_forget_hooks: list[Callable[[str | None], None]] = []
+class TokenCache:
+    """Recently looked-up tokens by hash: at most ``size``, each for ``ttl`` seconds.
 
+    Owned by the hub's :class:`hub.services.identity.IdentityCache`, which drops entries when
+    the rows change; anything else reads tokens with :func:`lookup` (no cache).
+    """
 
-def on_forget(hook: Callable[[str | None], None]) -> None:
-    """Have ``hook(hashed)`` called by every :func:`forget` (``None`` means all tokens)."""
-    _forget_hooks.append(hook)
+    def __init__(self, size: int = CACHE_SIZE, ttl: float = CACHE_TTL) -> None:
+        self._entries: TTLCache[str, CachedToken] = TTLCache(size, ttl, timer=time.monotonic)
 
+    def lookup(self, session: Session, secret: str) -> CachedToken | None:
+        """Like :func:`lookup`, answered from the cache when the token was seen recently."""
+        hashed = hash_token(secret)
+        tok = self._entries.get(hashed)
+        if tok is None:
+            tok = _load(session, hashed)
+            if tok is None:
+                return None
+            self._entries[hashed] = tok
+        return None if _expired(tok) else tok
 
-def forget(hashed: str | None = None) -> None:
-    """Drop one token (or all) from the cache, e.g. after revocation."""
-    if hashed is None:
-        _cache.clear()
-    else:
-        _cache.pop(hashed, None)
-    for hook in _forget_hooks:
-        hook(hashed)
+    def forget(self, hashed: str | None = None) -> None:
+        """Drop one token (or all) from the cache, e.g. after revocation."""
+        if hashed is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(hashed, None)
 
 
 def create(
@@ -114,26 +122,21 @@ def create(
 
 
 def lookup(session: Session, secret: str) -> CachedToken | None:
-    """The live token for ``secret``, or None (unknown or expired)."""
-    hashed = hash_token(secret)
-    now = time.monotonic()
-    hit = _cache.get(hashed)
-    if hit and now - hit[0] < CACHE_TTL:
-        tok = hit[1]
-    else:
-        row = session.scalar(select(APIToken).where(APIToken.hashed == hashed))
-        if row is None:
-            _cache.pop(hashed, None)
-            return None
-        tok = CachedToken(row.id, row.kind, row.user_id, row.service_name, row.server_id,
-                          row.session_id, tuple(row.scopes), row.expires_at, row.last_activity)
-        _cache[hashed] = (now, tok)
-        _cache.move_to_end(hashed)
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    if tok.expires_at is not None and tok.expires_at <= utcnow():
+    """The live token for ``secret``, or None (unknown or expired); always a query."""
+    tok = _load(session, hash_token(secret))
+    return None if tok is None or _expired(tok) else tok
+
+
+def _load(session: Session, hashed: str) -> CachedToken | None:
+    row = session.scalar(select(APIToken).where(APIToken.hashed == hashed))
+    if row is None:
         return None
-    return tok
+    return CachedToken(row.id, row.kind, row.user_id, row.service_name, row.server_id,
+                       row.session_id, tuple(row.scopes), row.expires_at, row.last_activity)
+
+
+def _expired(tok: CachedToken) -> bool:
+    return tok.expires_at is not None and tok.expires_at <= utcnow()
 
 
 def touch(session: Session, tok: CachedToken) -> None:
@@ -142,5 +145,4 @@ def touch(session: Session, tok: CachedToken) -> None:
     if tok.last_activity is None or now - tok.last_activity > ACTIVITY_RESOLUTION:
         row = session.get(APIToken, tok.id)
         if row is not None:
-            row.last_activity = now
-            forget(row.hashed)
+            row.last_activity = now  # a change to the row: caches drop it at the flush

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from hub.db.models import APIToken, User, isoformat
-from hub.services import auth, names, tokens
+from hub.db.models import User, isoformat
+from hub.services import auth, names
 
 
 class UserError(ValueError):
@@ -93,8 +93,6 @@ def set_password(user: User, password: str) -> None:
 
 def delete(session: Session, user: User) -> None:
     """Delete a user with their tokens, sessions and server rows (servers must be stopped)."""
-    for hashed in session.scalars(select(APIToken.hashed).where(APIToken.user_id == user.id)):
-        tokens.forget(hashed)
     session.delete(user)
     session.flush()
 

@@ -146,9 +146,7 @@ def world(tmp_path: Path) -> Iterator[World]:
                                           "access:servers!user=alice"]))
         for user in (alice, bob, root):
             logins[user.name] = _identity(s, user)
-    tokens.forget()
     yield World(db, path, OAuthProvider(db, Config(load(environ={}).values)), logins)
-    tokens.forget()
     engine.dispose()
 
 
