@@ -1,32 +1,170 @@
 """The hub's one typed configuration registry.
 
-Every setting is an :class:`Option` in :data:`OPTIONS` with a type, a default and help text.
+Every setting is a field of the frozen dataclass :class:`Config`, declared with
+:func:`setting` (default, help text, whether it has a ``--flag``). The field's annotation is its
+type, so ``cfg.prot`` or ``cfg.port + "x"`` fails ``mypy``. :data:`OPTIONS` — what the CLI,
+the environment, the README table and ``himalia config`` use — is derived from those fields, and
+refuses at import an annotation it cannot fill from TOML, environment and flags (``str``,
+``int``, ``float``, ``bool``, ``list[str]``, ``list[dict[str, Any]]``) or a default of the wrong
+type. **Adding an option** is one line in :class:`Config` (then ``scripts/update_readme.py``).
+
 Values come from, in increasing precedence: defaults, a TOML file (``--config``),
-``HIMALIA_<NAME>`` environment variables, and command-line flags. :func:`load` returns a frozen
+``HIMALIA_<NAME>`` environment variables, and command-line flags. :func:`load` returns a
 :class:`Config`; nothing else in the hub reads the environment for settings.
 """
+
+# setting() returns a dataclass field (a fresh list per instance), not a shared mutable default:
+# ruff: noqa: RUF009
 
 from __future__ import annotations
 
 import argparse
 import builtins
+import dataclasses
 import json
 import os
 import tomllib
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
     """A setting has an invalid value or an unknown name."""
 
 
+def setting(default: T, help: str, *, cli: bool = True) -> T:
+    """Declare a :class:`Config` field: its default and help text; ``cli=False`` for options
+    that only a file (or the environment) can set, such as lists and tables."""
+    meta = {"help": help, "cli": cli}
+    if isinstance(default, list):
+        items = list(default)
+        return cast(T, field(default_factory=lambda: list(items), metadata=meta))
+    return cast(T, field(default=default, metadata=meta))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved settings, one typed field per option (see the module docstring)."""
+
+    ip: str = setting("127.0.0.1", "Public address the proxy listens on.")
+    port: int = setting(8000, "Public port the proxy listens on.")
+    base_url: str = setting("/", "URL prefix in front of everything (e.g. /jupyter/); "
+                            "stored URL-encoded.")
+    hub_ip: str = setting("127.0.0.1", "Address the hub itself listens on.")
+    hub_port: int = setting(8081, "Port the hub itself listens on (0 picks a free port).")
+    proxy_api_ip: str = setting("127.0.0.1", "Address of the proxy's REST API.")
+    proxy_api_port: int = setting(8001, "Port of the proxy's REST API (0 picks a free port).")
+    proxy_api_url: str = setting(
+        "",
+        "Attach to an already-running proxy (ours or configurable-http-proxy) at this API URL "
+        "instead of starting one; its token comes from CONFIGPROXY_AUTH_TOKEN.",
+    )
+    proxy_check_interval: float = setting(30.0, "Seconds between proxy route checks.")
+    data_dir: str = setting("./data", "Directory for the database, secrets and user dirs.")
+    db_url: str = setting("", "SQLAlchemy database URL (default: SQLite in the data dir).")
+    authenticator: str = setting(
+        "native",
+        "Authenticator: native, pam, dummy, or a dotted path to an Authenticator class.",
+    )
+    spawner: str = setting("local", "Spawner: local, or a dotted path to a Spawner class.")
+    log_level: str = setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR.")
+    admin_users: list[str] = setting([], "Usernames made admins at start-up.", cli=False)
+    admin_access: bool = setting(False, "Whether admins may open other users' servers.")
+    cookie_max_age_days: float = setting(14.0, "Lifetime of the hub login session.")
+    login_max_failures: int = setting(5, "Failed logins allowed per window before throttling.")
+    login_throttle_window: float = setting(300.0, "Seconds of the failed-login window.")
+    spawn_start_timeout: float = setting(60.0, "Seconds a server has to start its process.")
+    spawn_http_timeout: float = setting(60.0, "Seconds a started server has to answer HTTP.")
+    concurrent_spawn_limit: int = setting(20, "Simultaneous pending spawns before 429.")
+    server_poll_interval: float = setting(10.0, "Seconds between checks that servers live.")
+    singleuser_cmd: list[str] = setting(["himalia-singleuser"],
+                                        "Command that runs a user's server.", cli=False)
+    singleuser_args: list[str] = setting([], "Extra arguments for the single-user command.",
+                                         cli=False)
+    default_url: str = setting("", "Landing URL of user servers (default: /lab).")
+    root_dir: str = setting("", "Directory user servers show (default: each server's own "
+                            "working directory under <data_dir>/users/).")
+    accounts: str = setting(
+        "auto",
+        "Which Unix account runs each user's server: 'create' "
+        "(account <account_prefix><name>, made on first spawn), 'existing' (the account of "
+        "the same name, e.g. PAM or LDAP sites), 'hub' (the hub's own account for everyone), "
+        "or 'auto': 'create' when the hub runs as root, else 'hub'.",
+    )
+    account_prefix: str = setting("jupyter-", "Prefix of the accounts made in 'create' mode.")
+    account_home_root: str = setting("/home", "Where 'create' mode makes home directories.")
+    account_shell: str = setting("/bin/bash", "Login shell of accounts made in 'create' mode.")
+    mem_limit: str = setting("", "Memory limit of each server, e.g. 512M or 2G, enforced with "
+                             "cgroups (empty: none). The hub refuses to start if it cannot "
+                             "enforce it.")
+    cpu_limit: float = setting(0.0, "CPUs each server may use, e.g. 1.5, enforced with cgroups "
+                               "(0: no limit). The hub refuses to start if it cannot enforce it.")
+    cgroup_root: str = setting("/sys/fs/cgroup", "Where the cgroup file system is mounted.")
+    api_body_limit: int = setting(1024 * 1024, "Largest accepted API request body, in bytes.")
+    token_max_age_days: float = setting(0.0, "Longest allowed API token lifetime (0: none).")
+    create_first_admin: bool = setting(True, "On an empty database create 'admin' with a "
+                                       "random password, printed once.")
+    admin_password_file: bool = setting(
+        True,
+        "Also save the first admin's password in <data_dir>/admin-password (0600); the file "
+        "is removed once the password changes.",
+    )
+    named_server_limit_per_user: int = setting(
+        0,
+        "Named servers a user may have (running or stopped; 0: no limit); creating one more "
+        "answers 400.",
+    )
+    roles: list[dict[str, Any]] = setting(
+        [],
+        "Roles loaded at start-up: tables {name, description, scopes, users, groups, "
+        "services}; a listed membership replaces the role's previous one.",
+        cli=False,
+    )
+    groups: list[dict[str, Any]] = setting(
+        [],
+        "Groups created at start-up: tables {name, users, properties}; listed users and "
+        "properties are added, nothing is removed.",
+        cli=False,
+    )
+    services: list[dict[str, Any]] = setting(
+        [],
+        "External services: tables {name, url, api_token, admin, display, info}; the token "
+        "(8+ characters) authenticates as the service.",
+        cli=False,
+    )
+
+    def __post_init__(self) -> None:
+        # A wrong type from code (``replace(port="80")``) fails here, not deep in a handler.
+        for opt in OPTIONS:
+            value = getattr(self, opt.name)
+            if not opt.accepts(value):
+                raise ConfigError(f"{opt.name} must be {opt.kind}, got {value!r}")
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some settings changed (names checked; values type-checked)."""
+        for name in changes:
+            if name not in OPTIONS_BY_NAME:
+                raise ConfigError(f"unknown setting {name!r}")
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_path / 'himalia.sqlite'}"
+
+
 @dataclass(frozen=True)
 class Option:
-    """One setting: its name (snake_case), type, default and help text."""
+    """One setting, as seen by the CLI, the environment and the docs (from a Config field)."""
 
     name: str
     type: type
@@ -43,107 +181,53 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-
-OPTIONS: tuple[Option, ...] = (
-    Option("ip", str, "127.0.0.1", "Public address the proxy listens on."),
-    Option("port", int, 8000, "Public port the proxy listens on."),
-    Option("base_url", str, "/", "URL prefix in front of everything (e.g. /jupyter/); "
-           "stored URL-encoded."),
-    Option("hub_ip", str, "127.0.0.1", "Address the hub itself listens on."),
-    Option("hub_port", int, 8081, "Port the hub itself listens on (0 picks a free port)."),
-    Option("proxy_api_ip", str, "127.0.0.1", "Address of the proxy's REST API."),
-    Option("proxy_api_port", int, 8001, "Port of the proxy's REST API (0 picks a free port)."),
-    Option(
-        "proxy_api_url",
-        str,
-        "",
-        "Attach to an already-running proxy (ours or configurable-http-proxy) at this API URL "
-        "instead of starting one; its token comes from CONFIGPROXY_AUTH_TOKEN.",
-    ),
-    Option("proxy_check_interval", float, 30.0, "Seconds between proxy route checks."),
-    Option("data_dir", str, "./data", "Directory for the database, secrets and user dirs."),
-    Option("db_url", str, "", "SQLAlchemy database URL (default: SQLite in the data dir)."),
-    Option(
-        "authenticator",
-        str,
-        "native",
-        "Authenticator: native, pam, dummy, or a dotted path to an Authenticator class.",
-    ),
-    Option("spawner", str, "local", "Spawner: local, or a dotted path to a Spawner class."),
-    Option("log_level", str, "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
-    Option("admin_users", list, [], "Usernames made admins at start-up.", cli=False),
-    Option("admin_access", bool, False, "Whether admins may open other users' servers."),
-    Option("cookie_max_age_days", float, 14.0, "Lifetime of the hub login session."),
-    Option("login_max_failures", int, 5, "Failed logins allowed per window before throttling."),
-    Option("login_throttle_window", float, 300.0, "Seconds of the failed-login window."),
-    Option("spawn_start_timeout", float, 60.0, "Seconds a server has to start its process."),
-    Option("spawn_http_timeout", float, 60.0, "Seconds a started server has to answer HTTP."),
-    Option("concurrent_spawn_limit", int, 20, "Simultaneous pending spawns before 429."),
-    Option("server_poll_interval", float, 10.0, "Seconds between checks that servers live."),
-    Option("singleuser_cmd", list, ["himalia-singleuser"], "Command that runs a user's server.",
-           cli=False),
-    Option("singleuser_args", list, [], "Extra arguments for the single-user command.", cli=False),
-    Option("default_url", str, "", "Landing URL of user servers (default: /lab)."),
-    Option("root_dir", str, "", "Directory user servers show (default: each server's own "
-           "working directory under <data_dir>/users/)."),
-    Option("accounts", str, "auto", "Which Unix account runs each user's server: 'create' "
-           "(account <account_prefix><name>, made on first spawn), 'existing' (the account of "
-           "the same name, e.g. PAM or LDAP sites), 'hub' (the hub's own account for everyone), "
-           "or 'auto': 'create' when the hub runs as root, else 'hub'."),
-    Option("account_prefix", str, "jupyter-", "Prefix of the accounts made in 'create' mode."),
-    Option("account_home_root", str, "/home", "Where 'create' mode makes home directories."),
-    Option("account_shell", str, "/bin/bash", "Login shell of accounts made in 'create' mode."),
-    Option("mem_limit", str, "", "Memory limit of each server, e.g. 512M or 2G, enforced with "
-           "cgroups (empty: none). The hub refuses to start if it cannot enforce it."),
-    Option("cpu_limit", float, 0.0, "CPUs each server may use, e.g. 1.5, enforced with cgroups "
-           "(0: no limit). The hub refuses to start if it cannot enforce it."),
-    Option("cgroup_root", str, "/sys/fs/cgroup", "Where the cgroup file system is mounted."),
-    Option("api_body_limit", int, 1024 * 1024, "Largest accepted API request body, in bytes."),
-    Option("token_max_age_days", float, 0.0, "Longest allowed API token lifetime (0: none)."),
-    Option("create_first_admin", bool, True, "On an empty database create 'admin' with a "
-           "random password, printed once."),
-    Option("admin_password_file", bool, True, "Also save the first admin's password in "
-           "<data_dir>/admin-password (0600); the file is removed once the password changes."),
-    Option("named_server_limit_per_user", int, 0, "Named servers a user may have (running or "
-           "stopped; 0: no limit); creating one more answers 400."),
-    Option("roles", list, [], "Roles loaded at start-up: tables {name, description, scopes, "
-           "users, groups, services}; a listed membership replaces the role's previous one.",
-           cli=False, items=dict),
-    Option("groups", list, [], "Groups created at start-up: tables {name, users, properties}; "
-           "listed users and properties are added, nothing is removed.", cli=False, items=dict),
-    Option("services", list, [], "External services: tables {name, url, api_token, admin, "
-           "display, info}; the token (8+ characters) authenticates as the service.",
-           cli=False, items=dict),
-)
-
-_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
-
-
-@dataclass(frozen=True)
-class Config:
-    """Resolved settings; attribute names are the option names."""
-
-    values: Mapping[str, Any] = field(default_factory=dict)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def replace(self, **changes: Any) -> Config:
-        for name in changes:
-            if name not in _BY_NAME:
-                raise ConfigError(f"unknown setting {name!r}")
-        return Config({**self.values, **changes})
-
     @property
-    def data_path(self) -> Path:
-        return Path(self.values["data_dir"]).resolve()
+    def kind(self) -> str:
+        """The type in words, for error messages."""
+        if self.type is list:
+            return "a list of tables" if self.items is dict else "a list of strings"
+        return self.type.__name__
 
-    @property
-    def database_url(self) -> str:
-        return self.values["db_url"] or f"sqlite:///{self.data_path / 'himalia.sqlite'}"
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` has this option's type (an int is a fine float; a bool no int)."""
+        if self.type is list:
+            return isinstance(value, list) and all(isinstance(x, self.items) for x in value)
+        if isinstance(value, bool):
+            return self.type is bool
+        if self.type is float:
+            return isinstance(value, int | float)
+        return isinstance(value, self.type)
+
+
+#: The annotations a setting may have, and the (type, items) each one means.
+_KINDS: dict[Any, tuple[type, type]] = {
+    str: (str, str), int: (int, str), float: (float, str), bool: (bool, str),
+    list[str]: (list, str), list[dict[str, Any]]: (list, dict),
+}
+
+
+def _options(cls: type[Config] | None = None) -> tuple[Option, ...]:
+    """One :class:`Option` per :class:`Config` field; a field that is not one fails here."""
+    cls = cls or Config
+    hints = typing.get_type_hints(cls)
+    out: list[Option] = []
+    for f in dataclasses.fields(cls):
+        kind = _KINDS.get(hints[f.name])
+        if kind is None or "help" not in f.metadata:
+            raise TypeError(f"Config.{f.name}: declare settings as `name: T = setting(...)` "
+                            f"with T one of str, int, float, bool, list[str], "
+                            f"list[dict[str, Any]]")
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else (
+            f.default)
+        opt = Option(f.name, kind[0], default, f.metadata["help"], f.metadata["cli"], kind[1])
+        if not opt.accepts(default):
+            raise TypeError(f"Config.{f.name}: default {default!r} is not {opt.kind}")
+        out.append(opt)
+    return tuple(out)
+
+
+OPTIONS: tuple[Option, ...] = _options()
+OPTIONS_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 
 def _coerce(opt: Option, raw: Any, source: str) -> Any:
@@ -203,7 +287,7 @@ def load(
 ) -> Config:
     """Resolve every option from defaults, file, environment and parsed CLI flags."""
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {o.name: o.default for o in OPTIONS}
+    values: dict[str, Any] = dataclasses.asdict(Config())  # fresh copies of list defaults
     path = config_file or (getattr(args, "config", None) if args else None)
     path = path or environ.get("HIMALIA_CONFIG")
     if path:
@@ -217,7 +301,7 @@ def load(
             if raw is not None:
                 values[opt.name] = _coerce(opt, raw, opt.flag)
     _validate(values)
-    return Config(values)
+    return Config(**values)
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -230,7 +314,7 @@ def _from_file(path: Path) -> dict[str, Any]:
     table = data.get("himalia", data)
     out: dict[str, Any] = {}
     for key, raw in table.items():
-        opt = _BY_NAME.get(key.replace("-", "_"))
+        opt = OPTIONS_BY_NAME.get(key.replace("-", "_"))
         if opt is None:
             raise ConfigError(f"{path}: unknown setting {key!r}")
         out[opt.name] = _coerce(opt, raw, str(path))

@@ -80,7 +80,7 @@ class CLI:
 
     @contextmanager
     def db(self) -> Iterator[Session]:
-        engine = make_engine(Config({"data_dir": str(self.data_dir), "db_url": ""}).database_url)
+        engine = make_engine(Config(data_dir=str(self.data_dir), db_url="").database_url)
         try:
             with transaction(make_sessionmaker(engine)) as session:
                 yield session

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,8 +114,49 @@ def test_replace_and_attributes() -> None:
     with pytest.raises(ConfigError):
         cfg.replace(no_such=1)
     with pytest.raises(AttributeError):
-        _ = cfg.no_such
-    assert Config({"data_dir": "/d", "db_url": ""}).database_url == "sqlite:////d/himalia.sqlite"
+        _ = cfg.no_such  # type: ignore[attr-defined]
+    assert Config(data_dir="/d", db_url="").database_url == "sqlite:////d/himalia.sqlite"
+
+
+def test_config_fields_are_the_option_list() -> None:
+    """The typed fields mypy checks and the options the CLI, environment and docs use are one
+    list: same names, same order, same types."""
+    hints = typing.get_type_hints(Config)
+    assert [f.name for f in dataclasses.fields(Config)] == [o.name for o in OPTIONS]
+    expected: dict[tuple[type, type], Any] = {
+        (str, str): str, (int, str): int, (float, str): float, (bool, str): bool,
+        (list, str): list[str], (list, dict): list[dict[str, Any]],
+    }
+    for opt in OPTIONS:
+        assert hints[opt.name] == expected[(opt.type, opt.items)], opt.name
+        assert getattr(Config(), opt.name) == opt.default, opt.name
+
+
+def test_a_setting_of_the_wrong_type_is_refused() -> None:
+    cfg = load(None, environ={})
+    with pytest.raises(ConfigError, match="port must be int"):
+        cfg.replace(port="80")
+    with pytest.raises(ConfigError, match="admin_users must be a list of strings"):
+        Config(admin_users="ann")  # type: ignore[arg-type]
+    assert cfg.replace(spawn_start_timeout=5).spawn_start_timeout == 5  # an int is a float
+
+
+def test_a_field_that_is_no_setting_fails_at_definition() -> None:
+    """What keeps the registry one list: a field with an unsupported type, or declared without
+    setting(), makes the option list refuse to build (the hub cannot even import)."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Broken(Config):
+        extra: tuple[int, ...] = config.setting((1,), "An unsupported type.")
+
+    with pytest.raises(TypeError, match=r"Config\.extra"):
+        config._options(Broken)
+
+
+def test_list_defaults_are_not_shared() -> None:
+    one, two = load(None, environ={}), load(None, environ={})
+    one.admin_users.append("mallory")
+    assert two.admin_users == [] and Config().admin_users == []
 
 
 def test_every_option_is_well_formed() -> None:

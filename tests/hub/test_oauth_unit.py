@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.api.oauth import _with_status
-from hub.config import Config, load
+from hub.config import load
 from hub.db.database import make_engine, make_sessionmaker, transaction
 from hub.db.models import (
     APIToken,
@@ -146,7 +146,7 @@ def world(tmp_path: Path) -> Iterator[World]:
                                           "access:servers!user=alice"]))
         for user in (alice, bob, root):
             logins[user.name] = _identity(s, user)
-    yield World(db, path, OAuthProvider(db, Config(load(environ={}).values)), logins)
+    yield World(db, path, OAuthProvider(db, load(environ={})), logins)
     engine.dispose()
 
 
@@ -367,7 +367,7 @@ def test_other_user_is_denied(world: World) -> None:
 def test_admin_needs_admin_access(world: World) -> None:
     auth = world.provider.check(authorize_uri())
     assert world.provider.decide(auth, world.login("root"), {}).kind == "deny"
-    allowed = OAuthProvider(world.db, Config(load(environ={"HIMALIA_ADMIN_ACCESS": "1"}).values))
+    allowed = OAuthProvider(world.db, load(environ={"HIMALIA_ADMIN_ACCESS": "1"}))
     decision = allowed.decide(auth, world.login("root"), {})
     assert decision.kind == "consent" and "access:servers!server=alice/" in decision.scopes
 
