@@ -51,7 +51,7 @@ class HubProcess:
             sys.executable, "-m", "hub", "--data-dir", str(self.data_dir),
             "--port", "0", "--hub-port", "0", "--proxy-api-port", "0",
             "--base-url", self.raw_base, "--log-level", "DEBUG",
-            "--server-poll-interval", "1", "--proxy-check-interval", "2",
+            "--server-poll-interval", "1", "--proxy-check-interval", "2", "--accounts", "hub",
             *self.extra_args,
         ]
 

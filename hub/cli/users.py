@@ -24,10 +24,11 @@ from hub.cli.common import (
     read_new_password,
     require_password_auth,
 )
-from hub.config import Config
+from hub.config import Config, ConfigError
 from hub.db.database import transaction
 from hub.db.models import User, isoformat
-from hub.services import auth
+from hub.services import accounts as unix_accounts
+from hub.services import auth, first_admin
 from hub.services import users as accounts
 
 
@@ -67,6 +68,14 @@ def add_parser(commands: argparse._SubParsersAction[Parser]) -> None:
         add_db_arguments(leaf)
 
 
+def name_check(cfg: Config) -> accounts.NameCheck | None:
+    """The account policy's name check, when the settings give a usable policy."""
+    try:
+        return unix_accounts.policy(cfg).check_name
+    except ConfigError:
+        return None  # e.g. accounts = "create" read by a non-root CLI: the hub checks at spawn
+
+
 def cmd_add(args: argparse.Namespace, cfg: Config) -> int:
     """Create the named users, optionally admins, optionally with one password."""
     hashes: list[str | None] = [None] * len(args.names)
@@ -76,7 +85,8 @@ def cmd_add(args: argparse.Namespace, cfg: Config) -> int:
         # One salt per user; hashed before the transaction so no lock is held meanwhile.
         hashes = [auth.hash_password(password) for _ in args.names]
     with open_database(cfg) as db, transaction(db) as session:
-        created = accounts.create_many(session, args.names, admin=args.admin)
+        created = accounts.create_many(session, args.names, admin=args.admin,
+                                       check=name_check(cfg))
         for user, hashed in zip(created, hashes, strict=True):
             user.password_hash = hashed
         names = [u.name for u in created]
@@ -176,5 +186,8 @@ def cmd_passwd(args: argparse.Namespace, cfg: Config) -> int:
             user = accounts.require(session, args.name)
             user.password_hash = hashed
             name = user.name
+            pruned = first_admin.prune(cfg, session)
     print(f"password of {name} changed")
+    if pruned:
+        print(f"removed {first_admin.path(cfg)}: it no longer holds the admin's password")
     return 0

@@ -87,7 +87,7 @@ class Env:
         values: dict[str, Any] = {
             "data_dir": str(self.tmp / "data"), "base_url": BASE, "singleuser_cmd": cmd,
             "singleuser_args": args, "spawn_start_timeout": 10.0, "spawn_http_timeout": 10.0,
-            "server_poll_interval": 0.2,
+            "server_poll_interval": 0.2, "accounts": "hub",
         }
         return load(environ={}).replace(**{**values, **changes})
 

@@ -49,7 +49,7 @@ def make_config(tmp_path: Path, mode: str = "normal", **changes: Any) -> Config:
     cmd, args = mockserver.command(mode, delay=changes.pop("delay", 2.0))
     return load(environ={}).replace(
         data_dir=str(tmp_path / "data"), base_url=BASE, singleuser_cmd=cmd,
-        singleuser_args=args, **changes,
+        singleuser_args=args, **{"accounts": "hub", **changes},
     )
 
 
@@ -142,7 +142,7 @@ def test_env_is_exactly_the_contract_and_no_secret(tmp_path: Path,
                                                "PYTHONPATH", "LD_LIBRARY_PATH")
                or k.startswith("CONDA_")}
     extra = {"JUPYTERHUB_ADMIN_ACCESS", "JUPYTERHUB_DEFAULT_URL", "JUPYTERHUB_ROOT_DIR"}
-    assert set(env) == CONTRACT_KEYS | extra | allowed | {"USER", "HOME", "SHELL"}
+    assert set(env) == CONTRACT_KEYS | extra | allowed | {"USER", "LOGNAME", "HOME", "SHELL"}
     assert not {v for v in env.values() if "secret" in v and v != sp.api_token}
     prefix = "/my%20hub@x/user/zo%C3%AB%20ice@x/gpu/"
     assert env["JUPYTERHUB_SERVICE_PREFIX"] == prefix
@@ -163,7 +163,7 @@ def test_env_is_exactly_the_contract_and_no_secret(tmp_path: Path,
     assert env["JUPYTERHUB_DEFAULT_URL"] == "/tree"
     assert env["CONDA_PREFIX"] == "/opt/conda"
     plain = spawner_for(make_config(tmp_path), "bob").get_env(5555)
-    assert set(plain) == CONTRACT_KEYS | allowed | {"USER", "HOME", "SHELL"}
+    assert set(plain) == CONTRACT_KEYS | allowed | {"USER", "LOGNAME", "HOME", "SHELL"}
 
 
 # --- LocalProcessSpawner -----------------------------------------------------------------
@@ -191,7 +191,7 @@ async def test_start_poll_stop_with_the_exact_env(tmp_path: Path, pids: list[int
     assert (cwd / LOG_NAME).stat().st_mode & 0o077 == 0
     state = sp.get_state()
     assert state == {"pid": sp.pid, "start_time": procinfo.start_time(sp.pid), "port": sp.port,
-                     "boot_id": procinfo.boot_id()}
+                     "uid": os.getuid(), "boot_id": procinfo.boot_id()}
     await sp.stop()
     assert await sp.poll() is not None
     assert not mockserver.pid_alive(sp.pid)
