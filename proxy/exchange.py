@@ -6,6 +6,11 @@ bounded by the transports' high-water marks plus one read. Bodies are re-framed 
 a ``Content-Length`` body passes as is, a chunked or close-delimited one goes out chunked to
 HTTP/1.1 clients and close-delimited to HTTP/1.0 ones.
 
+Where an exchange stands is one :class:`~proxy.exchange_state.Phase`, moved only along the
+transitions listed in :mod:`proxy.exchange_state`. Only one response per request is relayed:
+whatever the target sends after a complete answer (a second response, a body after a
+``HEAD`` answer) is dropped and the target connection is not reused.
+
 Failure rules: no route → 404; target refused or closed before answering → 503 (a request
 without a body that met a stale keep-alive connection is retried once on a fresh one);
 unparsable answer → 502; any failure after the response head went out closes the client
@@ -19,6 +24,15 @@ import logging
 
 import httptools
 
+from .exchange_state import (
+    ENDED,
+    HOLDING,
+    IGNORING,
+    NOT_STARTED,
+    READING,
+    Phase,
+    check_transition,
+)
 from .headers import (
     LAST_CHUNK,
     ResponseHeaders,
@@ -50,30 +64,33 @@ class Exchange:
     and httptools' response-parser callbacks). Ends with exactly one
     ``downstream.exchange_done(self, keep_alive)`` — or, after a WebSocket handshake, by
     handing both connections to a :class:`~proxy.websocket.Tunnel`.
+
+    Besides :attr:`phase`, five facts decide how bytes are framed and whether connections are
+    reused; each is independent of the phase (and of the others):
+
+    - ``_request_done``: the client sent its whole request;
+    - ``_keep_alive`` / ``_up_keep_alive``: the client / target connection may serve another
+      request after this one;
+    - ``_chunk_out``: the body goes to the client re-chunked;
+    - ``_close_delimited``: the target ends the body by closing the connection.
+
+    ``_reused`` says the target connection came from the pool (only such a connection is
+    retried, on a fresh one, which therefore cannot be retried again).
     """
 
     __slots__ = (
-        "_bad_switch",
-        "_bytes_in",
         "_chunk_out",
         "_close_delimited",
-        "_finished",
-        "_head_sent",
         "_headers",
-        "_in_head",
-        "_interim",
         "_keep_alive",
         "_note",
         "_out",
         "_parser",
         "_pending",
         "_pending_size",
+        "_phase",
         "_request_done",
-        "_response_done",
-        "_response_started",
-        "_retried",
         "_reused",
-        "_switching",
         "_task",
         "_up",
         "_up_keep_alive",
@@ -99,6 +116,7 @@ class Exchange:
         self.route = route
         self.reject = reject  # a status to answer with at once (400, 431)
         self.status = 0
+        self._phase = Phase.ROUTING
         self._up: UpstreamConnection | None = None
         self._parser: httptools.HttpResponseParser | None = None
         self._task: asyncio.Task[None] | None = None
@@ -107,12 +125,19 @@ class Exchange:
         self._headers = ResponseHeaders()
         self._out: list[bytes] = []  # response bytes gathered while parsing one read
         self._note = ""
-        self._reused = self._retried = self._head_sent = self._bytes_in = False
-        self._in_head = self._interim = self._switching = self._bad_switch = False
-        self._response_started = self._response_done = self._finished = False
-        self._chunk_out = self._close_delimited = self._up_keep_alive = False
+        self._reused = self._chunk_out = self._close_delimited = self._up_keep_alive = False
         self._request_done = not request.has_body
         self._keep_alive = request.keep_alive
+
+    @property
+    def phase(self) -> Phase:
+        """Where the exchange stands (see :mod:`proxy.exchange_state`)."""
+        return self._phase
+
+    def _enter(self, phase: Phase) -> None:
+        # raising (not asserting) so that a wrong move fails even under ``python -O``
+        check_transition(self._phase, phase)
+        self._phase = phase
 
     # -- driven by the client connection
 
@@ -126,6 +151,7 @@ class Exchange:
             self._respond_error(404, "no route")
             return
         route.last_activity = self.ctx.now()
+        self._enter(Phase.CONNECTING)
         conn = None
         if not self.request.headers.websocket:
             conn = self.ctx.pool.acquire(route.target)
@@ -136,20 +162,20 @@ class Exchange:
 
     def feed_body(self, chunk: bytes) -> None:
         """A piece of the request body, as decoded by the client's parser."""
-        if not self._finished:
+        if self._phase not in ENDED:
             self._send_body(encode_chunk(chunk) if self.request.headers.chunked else chunk)
 
     def body_complete(self) -> None:
         """The client finished sending the request."""
-        if self.request.headers.chunked and not self._finished:
+        if self.request.headers.chunked and self._phase not in ENDED:
             self._send_body(LAST_CHUNK)
         self._request_done = True
 
     def client_lost(self) -> None:
         """The client went away: give up, closing the target connection if it is mid-flight."""
-        if self._finished:
+        if self._phase in ENDED:
             return
-        self._finished = True
+        self._enter(Phase.DONE)
         self._parser = None
         if self._task is not None:
             self._task.cancel()
@@ -176,11 +202,11 @@ class Exchange:
             conn = await self.ctx.pool.connect(self.route.target)
         except (OSError, TimeoutError) as exc:
             self._task = None
-            if not self._finished:
+            if self._phase not in ENDED:
                 self._respond_error(503, f"cannot connect: {exc or type(exc).__name__}")
             return
         self._task = None
-        if self._finished:
+        if self._phase in ENDED:
             self.ctx.pool.release(conn)
         else:
             self._attach(conn, reused=False)
@@ -198,13 +224,14 @@ class Exchange:
             self._pending.clear()
             self._pending_size = 0
             self.down.resume_reading(PAUSE_BUFFER)
-        self._head_sent = True
+        self._enter(Phase.AWAITING)
         conn.write(head)
         if self.down.write_paused:
             conn.pause_reading()
 
     def _send_body(self, data: bytes) -> None:
-        if self._head_sent:
+        if self._phase not in HOLDING:
+            # no target connection while the proxy answers by itself: the body is dropped
             if self._up is not None:
                 self._up.write(data)
             return
@@ -214,16 +241,17 @@ class Exchange:
             self.down.pause_reading(PAUSE_BUFFER)
 
     def upstream_data(self, data: bytes) -> None:
-        self._bytes_in = True
-        if self._response_done:  # bytes after a complete answer (a HEAD response's body?)
+        if self._phase not in READING:  # bytes after a complete answer (a HEAD response's body?)
             self._up_keep_alive = False
             return
+        if self._phase is Phase.AWAITING:
+            self._enter(Phase.RECEIVING)
         assert self._parser is not None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._flush()
-            if self._switching:
+            if self._phase is Phase.SWITCHING:
                 self._open_tunnel(data[exc.args[0] :])
             else:
                 self._upstream_failed("unexpected protocol switch")
@@ -234,33 +262,34 @@ class Exchange:
                 log.error("Bug while relaying a response", exc_info=exc.__context__)
             self._upstream_failed(f"invalid response: {exc}")
             return
-        if self._response_done:
+        if self._phase is Phase.COMPLETE:
             self._finish()  # flushes, final chunk included
             return
         self._flush()
-        if self._switching or self._bad_switch:
+        if self._phase in (Phase.SWITCHING, Phase.BAD_SWITCH):
             self._upstream_failed("invalid 101 response")
 
     def upstream_lost(self, exc: Exception | None) -> None:
         self._up = None
-        if self._finished:
+        phase = self._phase
+        if phase in ENDED:
             return
-        if not self._response_started:
+        if phase in NOT_STARTED:
             if self._can_retry():
-                self._retried, self._head_sent = True, False
+                self._enter(Phase.CONNECTING)
                 self._task = asyncio.get_running_loop().create_task(self._connect())
             else:
                 reason = f"target closed the connection{f': {exc}' if exc else ''}"
-                self._respond_error(502 if self._bytes_in else 503, reason)
-        elif self._close_delimited and not self._response_done:
-            self._response_done = True
+                self._respond_error(503 if phase is Phase.AWAITING else 502, reason)
+        elif phase is Phase.STREAMING and self._close_delimited:
+            self._enter(Phase.COMPLETE)
             self._finish()
         else:
             self._abort("target closed the connection mid-response")
 
     def _can_retry(self) -> bool:
-        req = self.request
-        return self._reused and not (self._retried or self._bytes_in or req.has_body)
+        # silent before answering, on a pooled connection: the target closed it as idle
+        return self._phase is Phase.AWAITING and self._reused and not self.request.has_body
 
     def upstream_paused_writing(self) -> None:
         self.down.pause_reading(PAUSE_BACKPRESSURE)
@@ -283,39 +312,47 @@ class Exchange:
     # -- httptools response-parser callbacks
 
     def on_message_begin(self) -> None:
-        if self._response_done:
-            self._up_keep_alive = False  # an unsolicited second response
+        if self._phase in IGNORING:
+            # a message where none belongs (in the same read as the answer): relaying it
+            # would answer the client's next request with it
+            self._up_keep_alive = False
+            return
         self._headers = ResponseHeaders()
-        self._in_head = True
+        self._enter(Phase.HEAD)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_head:  # trailers (after the body) are dropped
+        if self._phase is Phase.HEAD:  # trailers (after the body) are dropped
             self._headers.add(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        if self._phase is not Phase.HEAD:
+            return  # the head of an ignored message
         assert self._parser is not None
         status = self._parser.get_status_code()
         if status == 101:
             if self.request.headers.websocket and self._parser.should_upgrade():
                 self._begin_switch()
             else:
-                self._bad_switch = True  # upstream_data answers 502
+                self._enter(Phase.BAD_SWITCH)  # upstream_data answers 502
         elif status < 200:
-            self._interim = True
+            self._enter(Phase.INTERIM)
             if not self.request.http10:
                 self._out.append(interim_head(status, self._headers))
         else:
             self._start_response(status, self._parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
-        self._out.append(encode_chunk(body) if self._chunk_out else body)
+        if self._phase is Phase.STREAMING:
+            self._out.append(encode_chunk(body) if self._chunk_out else body)
+        else:
+            self._up_keep_alive = False  # a body where none belongs (a HEAD answer's): dropped
 
     def on_message_complete(self) -> None:
-        if self._interim:
-            self._interim = False
-        elif not (self._switching or self._bad_switch):
-            self._response_done = True
+        if self._phase is Phase.INTERIM:
+            self._enter(Phase.RECEIVING)  # the final head is still to come
+        elif self._phase is Phase.STREAMING:
+            self._enter(Phase.COMPLETE)
+        # otherwise the end of an ignored message, or of a 101 (upstream_data decides)
 
     # -- the response
 
@@ -339,23 +376,21 @@ class Exchange:
             keep_alive=self._keep_alive,
             http10=req.http10,
         )
-        self._response_started = True
         self._out.append(head)
-        if head_only:
-            self._response_done = True
+        self._enter(Phase.COMPLETE if head_only else Phase.STREAMING)
 
     def _begin_switch(self) -> None:
         self.status = 101
-        self._switching = self._response_started = True
         head = response_head(
             101, self._headers, chunked=False, keep_alive=True, http10=False, upgrade=True
         )
         self._out.append(head)
+        self._enter(Phase.SWITCHING)
 
     def _open_tunnel(self, tail: bytes) -> None:
         up, self._up = self._up, None
         assert up is not None
-        self._finished = True
+        self._enter(Phase.TUNNEL)
         self._parser = None
         self._log("websocket")
         if tail:
@@ -364,9 +399,9 @@ class Exchange:
         self.down.start_tunnel(Tunnel(self.down, up, self.route, self.ctx.now))
 
     def _finish(self) -> None:
-        if self._finished:
+        if self._phase in ENDED:
             return
-        self._finished = True
+        self._enter(Phase.DONE)
         self._parser = None  # it refers back to us: break the cycle, spare the GC
         if self._chunk_out:
             self._out.append(LAST_CHUNK)
@@ -385,10 +420,10 @@ class Exchange:
     # -- failures
 
     def _upstream_failed(self, reason: str) -> None:
-        if self._response_started:
-            self._abort(reason)
-        else:
+        if self._phase in NOT_STARTED:
             self._respond_error(502, reason)
+        else:
+            self._abort(reason)
 
     def _abort(self, reason: str) -> None:
         """Fail after the response head went out: all the client can get is a closed socket."""
@@ -404,12 +439,11 @@ class Exchange:
         req = self.request
         if req.headers.websocket or not self._request_done:
             self._keep_alive = False
+        self._enter(Phase.ERROR_PAGE)
         head_only = req.method == b"HEAD"
         pages = self.ctx.error_pages
         if pages.target is None or status not in _ERROR_TARGET_STATUSES:
-            page = pages.builtin(status, keep_alive=self._keep_alive, head_only=head_only)
-            self._response_started = True
-            self.down.write(page)
+            self.down.write(pages.builtin(status, keep_alive=self._keep_alive, head_only=head_only))
             self._finish()
         else:
             coro = self._send_error_page(status, head_only)
@@ -421,8 +455,7 @@ class Exchange:
             status, self.request.url, keep_alive=self._keep_alive, head_only=head_only
         )
         self._task = None
-        if not self._finished:
-            self._response_started = True
+        if self._phase is Phase.ERROR_PAGE:  # not if the client left meanwhile
             self.down.write(page)
             self._finish()
 

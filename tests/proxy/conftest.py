@@ -15,7 +15,7 @@ import pytest
 from tornado import httpserver, netutil, web, websocket
 from tornado.iostream import IOStream
 
-from tests.proxy.proxy_testlib import ProxyProcess, spawn_proxy
+from tests.proxy.proxy_testlib import ProxyProcess, RawClient, spawn_proxy
 
 TOKEN = "proxy-test-token"
 # log text that means a bug in the proxy, whatever the test checked
@@ -191,6 +191,15 @@ def _app(state: BackendState) -> web.Application:
         ],
         state=state,
     )
+
+
+@pytest.fixture(autouse=True)
+async def _close_raw_clients() -> AsyncIterator[None]:
+    """Close the raw clients a test left open (a failed assert skips its ``close()``): a socket
+    left to the garbage collector fails whichever test runs next with a ResourceWarning."""
+    yield
+    while RawClient.open_clients:
+        await RawClient.open_clients.pop().close()
 
 
 @pytest.fixture

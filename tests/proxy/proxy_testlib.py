@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httptools
 
@@ -82,14 +82,54 @@ class _Collector:
             self.done = True
 
 
+def _parse(raw: bytes, head_only: bool) -> _Collector:
+    """Parse ``raw`` from its first byte with a fresh parser (bytes past an upgrade ignored)."""
+    collector = _Collector(head_only)
+    collector.parser = httptools.HttpResponseParser(collector)
+    try:
+        collector.parser.feed_data(raw)
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserError:
+        if not collector.done:
+            raise  # bytes after a complete response may be anything: the next response's
+    return collector
+
+
+def _message_end(raw: bytes, start: int, head_only: bool) -> int:
+    """The length of the first complete response in ``raw``, which ends after ``start``.
+
+    httptools does not tell where within one ``feed_data`` a message ended, so this finds the
+    shortest prefix that parses as complete: a binary search, as completeness only grows
+    with the prefix. Only the read that completed the response is searched.
+    """
+    low, high = start + 1, len(raw)
+    while low < high:
+        mid = (low + high) // 2
+        if _parse(raw[:mid], head_only).done:
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
 class RawClient:
-    """One client connection sending raw requests and reading parsed responses."""
+    """One client connection sending raw requests and reading parsed responses.
+
+    Bytes read past the end of one response (pipelined answers arriving in one read) stay
+    in ``buffer`` for the next :meth:`read_response`. Every client is tracked in
+    :attr:`open_clients` until :meth:`close`, so a fixture can close what a failed test left
+    open (an unclosed socket would fail a later test with an unraisable-exception warning).
+    """
+
+    open_clients: ClassVar[set[RawClient]] = set()
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.buffer = b""
         self.last_interim: list[int] = []
+        RawClient.open_clients.add(self)
 
     @classmethod
     async def connect(
@@ -120,30 +160,45 @@ class RawClient:
         return await self.read_response(head_only=method == "HEAD")
 
     async def read_response(self, *, head_only: bool = False, timeout: float = 10) -> Response:
-        collector = _Collector(head_only)
-        parser = httptools.HttpResponseParser(collector)
-        collector.parser = parser
+        """The next response; ``head_only`` for the answer to a ``HEAD`` (it has no body)."""
+        collector = _parse(b"", head_only)  # only tells when the response is complete
+        parser = collector.parser
+        assert parser is not None
+        raw = bytearray()  # this response's bytes, and maybe the start of the next one's
+        end = -1
         async with asyncio.timeout(timeout):
             data, self.buffer = self.buffer, b""
             while True:
                 if data:
+                    start = len(raw)
+                    raw += data
                     try:
                         parser.feed_data(data)
                     except httptools.HttpParserUpgrade as exc:
-                        self.buffer = data[exc.args[0] :]
+                        end = start + exc.args[0]
+                    except httptools.HttpParserError:
+                        if not collector.done:
+                            raise
                     if collector.done:
+                        if end < 0:
+                            end = _message_end(bytes(raw), start, head_only)
                         break
                 data = await self.reader.read(65536)
                 if not data:
                     if collector.headers_done:
                         break  # close-delimited body
                     raise ConnectionError("connection closed before a response")
-        self.last_interim = collector.interim
+        if end >= 0:
+            self.buffer = bytes(raw[end:])
+            del raw[end:]
+        final = _parse(bytes(raw), head_only)  # exactly this response's bytes, parsed anew
+        assert final.parser is not None
+        self.last_interim = final.interim
         return Response(
-            parser.get_status_code(),
-            collector.headers,
-            b"".join(collector.body),
-            collector.keep_alive,
+            final.parser.get_status_code(),
+            final.headers,
+            b"".join(final.body),
+            final.keep_alive,
         )
 
     async def closed_by_peer(self, timeout: float = 5) -> bool:
@@ -159,6 +214,7 @@ class RawClient:
         return True
 
     async def close(self) -> None:
+        RawClient.open_clients.discard(self)
         self.writer.close()
         try:
             await self.writer.wait_closed()

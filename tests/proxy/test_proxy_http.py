@@ -443,6 +443,24 @@ async def test_broken_targets(start_proxy: StartProxy, reply: bytes, status: int
         await server.wait_closed()
 
 
+async def test_unsolicited_second_response_never_reaches_the_client(
+    start_proxy: StartProxy,
+) -> None:
+    one = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none"
+    evil = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!"
+    server = await _raw_backend(one + evil)  # one write: the proxy reads both at once
+    port = server.sockets[0].getsockname()[1]
+    try:
+        proxy = await start_proxy("--default-target", f"http://127.0.0.1:{port}")
+        client = await RawClient.connect(proxy.port)
+        for path in ("/a", "/b"):  # /b must not be answered by the injected response
+            assert (await client.request("GET", path)).body == b"one"
+        await client.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_truncated_response_closes_the_client(start_proxy: StartProxy) -> None:
     server = await _raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part")
     port = server.sockets[0].getsockname()[1]
