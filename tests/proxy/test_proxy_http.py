@@ -219,7 +219,8 @@ async def test_connect_timeout_is_503(start_proxy: StartProxy) -> None:
             started = asyncio.get_running_loop().time()
             response = await fetch(proxy.port, "GET", "/user/far/")
             assert response.status == 503
-            assert asyncio.get_running_loop().time() - started < 3
+            # not a speed budget: well under the 10 s default, so --timeout was applied
+            assert asyncio.get_running_loop().time() - started < 8
         finally:
             for filler in fillers:
                 filler.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from proxy.routes import Route, RouteTable, Target, parse_target
@@ -74,14 +72,14 @@ def test_iteration_and_get() -> None:
     assert "/a" in table and "/b" not in table
 
 
-def test_many_routes_match_fast() -> None:
+def test_many_routes_each_match_their_own() -> None:
+    # speed is measured by bench/proxy_store_bench.py, not asserted here
     table = RouteTable()
     for i in range(10_000):
         table.add(_route(f"/user/u{i}"))
-    started = time.process_time()  # CPU time: immune to other load on the machine
     for i in range(10_000):
-        assert table.match(f"/user/u{i}/api/kernels").key == f"/user/u{i}"  # type: ignore[union-attr]
-    assert time.process_time() - started < 0.5
+        assert _matched(table, f"/user/u{i}/api/kernels") == f"/user/u{i}"
+    assert _matched(table, "/user/u10000/api") is None
 
 
 @pytest.mark.parametrize(

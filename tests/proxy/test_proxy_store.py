@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -157,18 +156,21 @@ def test_compaction_bounds_the_file(tmp_path: Path) -> None:
     again.journal.close()
 
 
-async def test_ten_thousand_adds_are_fast(tmp_path: Path) -> None:
+def test_ten_thousand_adds_are_all_kept(tmp_path: Path) -> None:
+    # speed is measured by bench/proxy_store_bench.py, not asserted here
     journal = RouteJournal(tmp_path / "routes.jsonl")
     store = _store(FakeClock(), journal)
     store.load()
-    started = time.process_time()  # CPU time: immune to other load on the machine
     for i in range(10_000):
         store.add(f"/user/u{i}", {"target": f"http://127.0.0.1:{1024 + i}", "user": f"u{i}"})
-    elapsed = time.process_time() - started
     journal.close()
-    assert elapsed < 1.0, elapsed  # configurable-http-proxy needs 2.3 s over HTTP
+    assert len(store) == 10_000
     again = _store(FakeClock(), RouteJournal(tmp_path / "routes.jsonl"))
     assert again.load() == 10_000
+    for i in (0, 4_999, 9_999):
+        route = again.match(f"/user/u{i}/tree")
+        assert route is not None and route.key == f"/user/u{i}"
+        assert route.data == {"target": f"http://127.0.0.1:{1024 + i}", "user": f"u{i}"}
     assert again.journal is not None
     again.journal.close()
 
