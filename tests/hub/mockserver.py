@@ -36,7 +36,6 @@ from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-PROXY_MAIN = ROOT / "proxy" / "__main__.py"
 MODES = ("normal", "slow", "crash", "never-answers", "ignore-term")
 
 
@@ -101,11 +100,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # --- helpers for the tests --------------------------------------------------------------------
-def proxy_available() -> bool:
-    """Whether the real proxy package exists yet."""
-    return PROXY_MAIN.is_file()
-
-
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     """``(status, body)`` of a GET; status 0 when nothing answered."""
     try:

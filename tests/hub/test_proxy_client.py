@@ -30,8 +30,6 @@ from hub.services.proxy_client import (
 from hub.services.spawner import route_path
 from tests.hub import mockserver
 
-pytestmark = pytest.mark.skipif(not mockserver.proxy_available(),
-                                reason="proxy/__main__.py does not exist yet")
 HUB = "http://127.0.0.1:1"
 
 

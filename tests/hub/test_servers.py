@@ -35,9 +35,6 @@ ODD = "zoë ice@x"
 USERS = ("alice", "bob", "carol", "dave", ODD)
 HUB_URL = "http://127.0.0.1:1"  # nothing answers there: user servers never call the hub here
 
-needs_proxy = pytest.mark.skipif(not mockserver.proxy_available(),
-                                 reason="proxy/__main__.py does not exist yet")
-
 
 class FakeProxy(ProxyClient):
     """An in-memory routing table with the client's interface; ``down`` makes calls fail."""
@@ -415,8 +412,6 @@ async def test_reattach_after_hub_restart(env: Env) -> None:
 # --- with the real proxy -------------------------------------------------------------------
 @pytest.fixture
 async def launcher(env: Env) -> AsyncIterator[ProxyLauncher]:
-    if not mockserver.proxy_available():
-        pytest.skip("proxy/__main__.py does not exist yet")
     cfg = env.config(port=0, proxy_api_port=0)
     proxy = ProxyLauncher(cfg, HUB_URL)
     try:
@@ -428,7 +423,6 @@ async def launcher(env: Env) -> AsyncIterator[ProxyLauncher]:
         await proxy.stop()
 
 
-@needs_proxy
 async def test_route_in_the_real_proxy_and_proxy_restart(env: Env,
                                                          launcher: ProxyLauncher) -> None:
     assert launcher.client is not None and launcher.public_url
