@@ -87,6 +87,9 @@ class Server(Base):
 
     ``state`` is the spawner's own JSON state (e.g. pid and process start time), kept so a
     restarted hub can find a still-running server again. ``started`` is None when stopped.
+    ``lifecycle`` is where the server is in its life (a :class:`hub.services.lifecycle.State`
+    value); ``stop_reason`` (a short code) and ``stop_message`` (safe to show its owner) say why
+    it failed or stopped by itself, until the next start.
     """
 
     __tablename__ = "servers"
@@ -99,6 +102,10 @@ class Server(Base):
     user_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     started: Mapped[datetime | None] = mapped_column(DateTime, default=None)
     last_activity: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    lifecycle: Mapped[str] = mapped_column(String(16), default="stopped",
+                                           server_default="stopped")
+    stop_reason: Mapped[str | None] = mapped_column(String(32), default=None)
+    stop_message: Mapped[str | None] = mapped_column(Text, default=None)
 
     user: Mapped[User] = relationship(back_populates="servers")
 

@@ -25,7 +25,7 @@ from hub.handlers.base import PAGE_CSP, BaseHandler, HubError
 from hub.services import names, users
 from hub.services import scopes as sc
 from hub.services import servers as srv
-from hub.services.spawner import server_prefix
+from hub.services.server_names import server_prefix
 
 log = logging.getLogger(__name__)
 

@@ -32,12 +32,12 @@ from typing import Any
 
 from hub.services import accounts, cgroups, procinfo
 from hub.services.accounts import Account, AccountError
+from hub.services.server_names import safe_dir_name
 from hub.services.spawner import (
     ProgressEvent,
     Spawner,
     SpawnerError,
     passthrough_env,
-    safe_dir_name,
 )
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HT
 
 from hub.config import Config
 from hub.services import procinfo
-from hub.services.spawner import PATH_SAFE, url_base
+from hub.services.server_names import PATH_SAFE, url_base
 from hub.services.tokens import new_secret
 
 log = logging.getLogger(__name__)

@@ -1,22 +1,27 @@
 """``ServerManager``: start, watch and stop user servers; database, proxy and tokens kept in step.
 
-One manager per hub. For each (user, server) it holds a small in-memory record (the spawner,
-what is pending, progress events); the database holds what must survive a hub restart
-(``Server.started``, ``url`` and the spawner's ``state``). The life of a server:
+One manager per hub. Each (user, server) has one :class:`~hub.services.lifecycle.State` —
+``requested → starting → running → stopping → stopped``, or ``failed`` — changed only through
+:meth:`ServerManager._enter`, which checks the transition and stores it (with the reason of a
+failure or unexpected stop) in the ``servers`` row. In memory the manager also holds the
+spawner, the route target, the task under way and the progress events. The life of a server:
 
-1. :meth:`ServerManager.start` — checks (already running → :class:`AlreadyRunning`, too many
-   pending spawns → :class:`TooManySpawns`), then in one transaction: the ``Server`` row, a fresh
-   server API token, the OAuth client (secret = hash of that token). The rest runs in a task:
-   ``spawner.start()`` within ``spawn_start_timeout``, readiness (``GET <prefix>api`` answers
-   below 500 within ``spawn_http_timeout``; a process that exits meanwhile fails at once), the
-   proxy route, then ``started``/``url`` in the database.
-2. Any failure cleans up completely (process stopped, route removed, token and OAuth client
-   revoked, row marked stopped) and ends the progress stream with a failed event whose message
-   is safe to show; the ``reason`` is for logs and metrics.
-3. :meth:`ServerManager.stop` — route, process, row, token; during a pending start it cancels the
-   start (which cleans up); stopping twice is harmless.
-4. :meth:`ServerManager.poll_loop` notices servers that died; :meth:`ServerManager.reattach`, at
-   hub start, re-adopts servers that kept running while the hub was down and drops dead ones.
+1. :meth:`ServerManager.start` — checks (not stopped → :class:`AlreadyRunning`, too many
+   pending spawns → :class:`TooManySpawns`), then in one transaction: the row (``requested``),
+   a fresh server API token, the OAuth client (secret = hash of that token). The rest runs in a
+   task: ``starting`` — ``spawner.start()`` within ``spawn_start_timeout``, readiness
+   (``GET <prefix>api`` answers below 500 within ``spawn_http_timeout``; a process that exits
+   meanwhile fails at once), the proxy route — then ``running``.
+2. Any failure cleans up completely (``stopping``: process stopped, route removed, token and
+   OAuth client revoked) and ends ``failed``, with a :class:`Failure` whose message is safe to
+   show and whose ``reason`` is for logs and metrics; the progress stream ends with it.
+3. :meth:`ServerManager.stop` — ``stopping`` (route, process, row, token) then ``stopped``; a
+   pending start is cancelled instead (and ends ``failed``/``cancelled``); stopping twice is
+   harmless.
+4. :meth:`ServerManager.poll_loop` notices servers that ended by themselves and records why
+   (:meth:`Spawner.exit_reason`); :meth:`ServerManager.reattach`, at hub start, resumes every
+   stored state: adopts running servers, finishes interrupted starts and stops, and keeps the
+   reasons of stopped servers for their owners' home pages.
 """
 
 from __future__ import annotations
@@ -35,21 +40,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from hub.config import Config
 from hub.db.database import transaction
 from hub.db.models import APIToken, OAuthClient, Server, User, utcnow
-from hub.services import tokens
+from hub.services import lifecycle, tokens
+from hub.services.lifecycle import State
 from hub.services.proxy_client import ProxyClient, ProxyError, Route
-from hub.services.spawner import (
-    ProgressEvent,
-    Spawner,
-    SpawnerError,
+from hub.services.server_names import (
     access_scopes,
     client_id,
-    http_status,
+    label,
     oauth_callback_url,
     route_path,
     server_prefix,
     server_token_scopes,
     url_base,
 )
+from hub.services.spawner import ProgressEvent, Spawner, SpawnerError, http_status
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +87,13 @@ class TooManySpawns(ServerError):
 
 @dataclass(frozen=True)
 class Failure:
-    """Why a start failed: ``message`` for the user, ``reason`` (a short code) for logs/metrics.
+    """Why a start failed, or a server stopped by itself: ``message`` for its owner,
+    ``reason`` (a short code) for logs and metrics.
 
-    Reasons: ``start_timeout``, ``http_timeout``, ``process_exited``, ``spawner_error``,
-    ``proxy_error``, ``cancelled`` (stopped while starting), ``error`` (unexpected).
+    Failed starts: ``start_timeout``, ``http_timeout``, ``process_exited``, ``spawner_error``,
+    ``proxy_error``, ``cancelled`` (stopped while starting), ``interrupted`` (the hub restarted
+    during the start), ``error`` (unexpected). Stopped by itself: ``crashed`` (noticed by the
+    poll loop), ``gone`` (ended while the hub was down).
     """
 
     message: str
@@ -108,14 +115,12 @@ class _Slot:
 
     user: str
     server: str
+    state: State = State.STOPPED
+    why: Failure | None = None  # set in ``failed``, and when it stopped by itself
     spawner: Spawner | None = None
-    pending: str | None = None  # "spawn" | "stop" | None
-    ready: bool = False
     target: str | None = None
-    task: asyncio.Task[None] | None = None
-    cancellable: bool = False  # a pending start may be cancelled (not while it cleans up)
-    events: list[ProgressEvent] = field(default_factory=list)
-    failure: Failure | None = None
+    task: asyncio.Task[None] | None = None  # the start or stop under way
+    events: list[ProgressEvent] = field(default_factory=list)  # of the latest start
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -128,8 +133,14 @@ class _Slot:
         self.events.append({"progress": max(progress, last), "message": message, **extra})
         self.notify()
 
+    @property
+    def streaming(self) -> bool:
+        """The latest start's progress stream has not ended yet."""
+        return bool(self.events) and not _final(self.events[-1])
+
 
 StopCallback = Callable[[str, str, str], None]
+RowUpdate = Callable[[Session, Server], None]
 
 
 class ServerManager:
@@ -164,27 +175,36 @@ class ServerManager:
         hub = self._hub_url() if callable(self._hub_url) else self._hub_url
         return hub.rstrip("/") + url_base(self.config.base_url) + "hub/api"
 
-    def pending(self, user: str, server: str = "") -> str | None:
-        """``"spawn"``, ``"stop"`` or None."""
+    def state(self, user: str, server: str = "") -> State:
+        """Where the server is in its life (``stopped`` for one the manager never saw)."""
         slot = self._slots.get((user, server))
-        return slot.pending if slot else None
+        return slot.state if slot else State.STOPPED
+
+    def pending(self, user: str, server: str = "") -> str | None:
+        """``"spawn"``, ``"stop"`` or None (JupyterHub's ``pending`` field)."""
+        return self.state(user, server).pending
 
     def is_ready(self, user: str, server: str = "") -> bool:
         """Whether the server runs, answers and is routed (and is not stopping)."""
-        slot = self._slots.get((user, server))
-        return bool(slot and slot.ready and slot.pending is None)
+        return self.state(user, server) is State.RUNNING
 
     def failure(self, user: str, server: str = "") -> Failure | None:
         """Why the last start of this server failed, if it did (until the next start)."""
         slot = self._slots.get((user, server))
-        return slot.failure if slot else None
+        return slot.why if slot and slot.state is State.FAILED else None
 
     def failure_message(self, user: str, server: str = "") -> str | None:
         failure = self.failure(user, server)
         return failure.message if failure else None
 
+    def stop_reason(self, user: str, server: str = "") -> Failure | None:
+        """Why a stopped server stopped by itself (a crash, or while the hub was down), until
+        its next start; None after a stop someone asked for."""
+        slot = self._slots.get((user, server))
+        return slot.why if slot and slot.state is State.STOPPED else None
+
     def pending_spawns(self) -> int:
-        return sum(1 for s in self._slots.values() if s.pending == "spawn")
+        return sum(1 for s in self._slots.values() if s.state.pending == "spawn")
 
     def spawner(self, user: str, server: str = "") -> Spawner | None:
         """The live spawner of a started or starting server."""
@@ -192,12 +212,12 @@ class ServerManager:
         return slot.spawner if slot else None
 
     def wanted_routes(self) -> dict[str, Route]:
-        """Routes every ready server should have (for the proxy check)."""
-        out: dict[str, Route] = {}
-        for slot in self._slots.values():
-            if slot.ready and slot.target and slot.pending != "stop":
-                out[self._route(slot)] = Route(slot.target, self._route_data(slot))
-        return out
+        """Routes every running server should have (for the proxy check)."""
+        return {
+            self._route(slot): Route(slot.target, self._route_data(slot))
+            for slot in self._slots.values()
+            if slot.state is State.RUNNING and slot.target
+        }
 
     def _route(self, slot: _Slot) -> str:
         return route_path(self.config.base_url, slot.user, slot.server)
@@ -210,37 +230,58 @@ class ServerManager:
         return self.spawner_class(self.config, user, server, hub_api_url=self.hub_api_url,
                                   user_options=options)
 
+    # --- the one place a state changes ---------------------------------------------------
+    def _enter(self, slot: _Slot, state: State, why: Failure | None = None,
+               update: RowUpdate | None = None) -> None:
+        """Move ``slot`` to ``state`` (checked against the allowed transitions), store the
+        state and ``why`` in its row (plus ``update``, in the same transaction), wake waiters."""
+        lifecycle.check(slot.state, state)
+        slot.state, slot.why = state, why
+        slot.notify()
+        with transaction(self.db) as session:
+            row = _server_row(session, slot.user, slot.server)
+            if row is None:
+                return  # removed meanwhile (a deleted user)
+            row.lifecycle = state.value
+            row.stop_reason, row.stop_message = (why.reason, why.message) if why else (None, None)
+            if update is not None:
+                update(session, row)
+
     # --- start ---------------------------------------------------------------------------
     async def start(self, user: str, server: str = "",
                     user_options: Mapping[str, Any] | None = None) -> None:
         """Begin starting a server and return; see :meth:`wait_ready` and
         :meth:`progress_events` for the outcome."""
         key = (user, server)
-        slot = self._slots.get(key)
-        if slot is not None and (slot.pending or slot.ready):
-            what = {"spawn": "is already starting", "stop": "is stopping; try again shortly"}
-            state = what.get(slot.pending or "", "is already running")
-            label = _label(user, server)
-            raise AlreadyRunning(f"{label[0].upper()}{label[1:]} {state}", slot.pending)
+        old = self._slots.get(key)
+        if old is not None and not old.state.down:
+            what = {State.RUNNING: "is already running",
+                    State.STOPPING: "is stopping; try again shortly"}
+            name = label(user, server)
+            raise AlreadyRunning(
+                f"{name[0].upper()}{name[1:]} {what.get(old.state, 'is already starting')}",
+                old.state.pending)
         limit = self.config.concurrent_spawn_limit
         if limit > 0 and self.pending_spawns() >= limit:
             # Jitter, so that refused clients do not all come back at the same moment.
             raise TooManySpawns(retry_after=random.randint(5, 15))
+        lifecycle.check(old.state if old else State.STOPPED, State.REQUESTED)
         options = dict(user_options or {})
         token = self._prepare(user, server, options)  # raises NoSuchUser before any change
         spawner = self._make_spawner(user, server, options)
         spawner.api_token = token
-        slot = _Slot(user, server, spawner=spawner, pending="spawn", cancellable=True)
+        slot = _Slot(user, server, state=State.REQUESTED, spawner=spawner)
         self._slots[key] = slot
         slot.emit(0, "Server requested")
         slot.task = asyncio.ensure_future(self._run_spawn(slot, spawner))
 
     async def wait_ready(self, user: str, server: str = "", timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` seconds while a start is pending; True once ready."""
+        """Wait up to ``timeout`` seconds for a start (or stop) under way to settle; True once
+        the server is running."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             slot = self._slots.get((user, server))
-            if slot is None or slot.pending != "spawn":
+            if slot is None or slot.state.settled:
                 return self.is_ready(user, server)
             changed = slot.changed
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -252,7 +293,8 @@ class ServerManager:
                 return self.is_ready(user, server)
 
     def _prepare(self, user: str, server: str, options: dict[str, Any]) -> str:
-        """Row, server token and OAuth client, in one transaction; returns the token."""
+        """Row (``requested``), server token and OAuth client, in one transaction; returns
+        the token."""
         base = self.config.base_url
         cid = client_id(user, server)
         with transaction(self.db) as session:
@@ -264,6 +306,7 @@ class ServerManager:
                 row = Server(user=owner, name=server)
                 session.add(row)
             row.user_options, row.state, row.started, row.url = options, {}, None, None
+            row.lifecycle, row.stop_reason, row.stop_message = State.REQUESTED.value, None, None
             session.flush()
             _revoke(session, row.id, cid)  # leftovers of an earlier run
             token, _ = tokens.create(
@@ -279,24 +322,27 @@ class ServerManager:
             ))
         return token
 
-    async def _run_spawn(self, slot: _Slot, spawner: Spawner) -> None:
+    async def _run_spawn(self, slot: _Slot, spawner: Spawner, resume: bool = False) -> None:
+        """The start task: launch (unless ``resume``: the process exists), then finish; on any
+        failure clean up and end ``failed``. :meth:`stop` cancels it (after ``stopping``)."""
         try:
-            await self._launch(slot, spawner)
+            if not resume:
+                await self._launch(slot, spawner)
+            await self._finish_start(slot, spawner)
         except asyncio.CancelledError:
-            slot.cancellable = False
             await self._abort(slot, Failure("The server was stopped before it was ready",
                                             "cancelled"))
             raise
         except _Failed as e:
-            slot.cancellable = False
             await self._abort(slot, e.failure)
         except Exception:
-            slot.cancellable = False
-            log.exception("starting %s failed", _label(slot.user, slot.server))
+            log.exception("starting %s failed", label(slot.user, slot.server))
             await self._abort(slot, Failure("Spawn failed: an internal error occurred", "error"))
 
     async def _launch(self, slot: _Slot, spawner: Spawner) -> None:
+        """``starting``: the spawner's start, within ``spawn_start_timeout``."""
         cfg = self.config
+        self._enter(slot, State.STARTING)
         forward = asyncio.ensure_future(self._forward_progress(slot, spawner))
         try:
             try:
@@ -307,21 +353,31 @@ class ServerManager:
             except SpawnerError as e:
                 raise _Failed(f"Spawn failed: {e}", "spawner_error") from None
             slot.target = target
-            self._save(slot, spawner, started=False)  # findable by a restarted hub from now on
-            slot.emit(50, "Server started; waiting for it to answer")
-            await self._wait_http(slot, spawner, target)
+            self._save_state(slot, spawner)  # findable by a restarted hub from now on
         finally:
             forward.cancel()
+
+    async def _finish_start(self, slot: _Slot, spawner: Spawner) -> None:
+        """Readiness, the route, then ``running``."""
+        target = slot.target
+        assert target is not None
+        slot.emit(50, "Server started; waiting for it to answer")
+        await self._wait_http(slot, spawner, target)
         slot.emit(90, "Server answers; adding its route")
         try:
             await self.proxy.add_route(self._route(slot), target, self._route_data(slot))
         except ProxyError as e:
-            log.error("adding the route of %s failed: %s", _label(slot.user, slot.server), e)
+            log.error("adding the route of %s failed: %s", label(slot.user, slot.server), e)
             raise _Failed("Spawn failed: the proxy could not be updated", "proxy_error") from None
-        self._save(slot, spawner, started=True)
-        slot.ready, slot.pending, slot.cancellable, slot.task = True, None, False, None
         url = spawner.prefix
-        log.info("%s is ready at %s", _label(slot.user, slot.server), url)
+
+        def started(_session: Session, row: Server) -> None:
+            row.started = row.last_activity = utcnow()
+            row.url = url
+
+        self._enter(slot, State.RUNNING, update=started)
+        slot.task = None
+        log.info("%s is ready at %s", label(slot.user, slot.server), url)
         slot.emit(100, f"Server ready at {url}", ready=True, url=url)
 
     async def _forward_progress(self, slot: _Slot, spawner: Spawner) -> None:
@@ -343,8 +399,9 @@ class ServerManager:
         while True:
             status = await spawner.poll()
             if status is not None:
-                raise _Failed(f"Spawn failed: the server exited during start-up (status "
-                              f"{status}); see its log", "process_exited")
+                why = _exit_reason(spawner)
+                detail = why or f"the server exited during start-up (status {status}); see its log"
+                raise _Failed(f"Spawn failed: {detail}", "process_exited")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Failed(f"Spawn failed: the server did not answer within {timeout:g} "
@@ -356,14 +413,16 @@ class ServerManager:
             delay = min(delay * 1.5, 0.5)
 
     async def _abort(self, slot: _Slot, failure: Failure) -> None:
-        """Undo a failed or cancelled start completely, then publish the failure."""
-        log.warning("start of %s failed (%s): %s", _label(slot.user, slot.server),
+        """Undo a failed or cancelled start completely (``stopping``), then ``failed``."""
+        log.warning("start of %s failed (%s): %s", label(slot.user, slot.server),
                     failure.reason, failure.message)
+        if slot.state is not State.STOPPING:  # a cancelling stop() got there first
+            self._enter(slot, State.STOPPING)
         try:
             await self._teardown(slot, now=True)
         except Exception:
-            log.exception("cleaning up after %s failed", _label(slot.user, slot.server))
-        slot.failure = failure
+            log.exception("cleaning up after %s failed", label(slot.user, slot.server))
+        self._enter(slot, State.FAILED, failure, update=_clear_row)
         slot.events.append(failure.event())
         slot.notify()
 
@@ -373,24 +432,28 @@ class ServerManager:
         False if still stopping after ``timeout`` seconds (it goes on in the background).
         Stopping a stopped server only makes sure the database agrees."""
         slot = self._slots.get((user, server))
-        if slot is None or (slot.task is None and not slot.ready):
+        if slot is None or slot.state.down:
             await self._stop_unknown(user, server)
             return True
-        if slot.task is None:  # ready: start a stop
-            slot.pending = "stop"
-            slot.notify()
-            slot.task = asyncio.ensure_future(self._run_stop(slot, "stop"))
-        elif slot.pending == "spawn" and slot.cancellable:
-            slot.pending = "stop"
-            slot.cancellable = False
-            slot.notify()
+        if slot.state is State.RUNNING:
+            self._begin_stop(slot, "stop")
+        elif slot.state.pending == "spawn":
+            self._enter(slot, State.STOPPING)  # the start task cleans up as it is cancelled
+            assert slot.task is not None
             slot.task.cancel()
-        task = slot.task
+        task = slot.task  # stopping: a stop, or a start that cleans up
+        if task is None:
+            return True
         done, _ = await asyncio.wait({task}, timeout=timeout)
         return bool(done)
 
+    def _begin_stop(self, slot: _Slot, reason: str, why: Failure | None = None) -> None:
+        """``running → stopping``; the stop runs in ``slot.task``."""
+        self._enter(slot, State.STOPPING, why)
+        slot.task = asyncio.ensure_future(self._run_stop(slot, reason))
+
     async def _stop_unknown(self, user: str, server: str) -> None:
-        """A server the manager holds no record of: stop whatever its stored state names."""
+        """A server with nothing under way: stop whatever its stored state still names."""
         with transaction(self.db) as session:
             row = _server_row(session, user, server)
             state = dict(row.state or {}) if row is not None else {}
@@ -400,15 +463,21 @@ class ServerManager:
                 spawner.load_state(state)
                 await spawner.stop(now=True)
             except Exception:
-                log.exception("stopping %s from its stored state failed", _label(user, server))
-        self._mark_stopped(user, server)
+                log.exception("stopping %s from its stored state failed", label(user, server))
+        with transaction(self.db) as session:
+            row = _server_row(session, user, server)
+            if row is not None:
+                _clear_row(session, row)
 
     async def _run_stop(self, slot: _Slot, reason: str) -> None:
+        """The stop task: tear down, then ``stopped`` (keeping why it stopped by itself)."""
         try:
             await self._teardown(slot, now=False)
         except Exception:
-            log.exception("stopping %s failed", _label(slot.user, slot.server))
-        log.info("%s stopped (%s)", _label(slot.user, slot.server), reason)
+            log.exception("stopping %s failed", label(slot.user, slot.server))
+        self._enter(slot, State.STOPPED, slot.why, update=_clear_row)
+        slot.task = None
+        log.info("%s stopped (%s)", label(slot.user, slot.server), reason)
         for callback in self.on_stopped:
             try:
                 callback(slot.user, slot.server, reason)
@@ -416,27 +485,25 @@ class ServerManager:
                 log.exception("on_stopped callback failed")
 
     async def _teardown(self, slot: _Slot, now: bool) -> None:
-        """Route, process, database, tokens — each step runs even if an earlier one failed."""
+        """Route, then process — the process is stopped even if the proxy failed. The row and
+        tokens are cleared by the caller's final transition (:func:`_clear_row`)."""
         try:
             await self.proxy.delete_route(self._route(slot))
         except ProxyError as e:
             # The proxy check removes stale routes later; the server must stop regardless.
-            log.error("removing the route of %s failed: %s", _label(slot.user, slot.server), e)
+            log.error("removing the route of %s failed: %s", label(slot.user, slot.server), e)
         spawner = slot.spawner
         try:
             if spawner is not None:
                 await spawner.stop(now=now)
         finally:
-            self._mark_stopped(slot.user, slot.server)
             if spawner is not None:
                 spawner.clear_state()
-            slot.spawner, slot.target, slot.task = None, None, None
-            slot.ready, slot.pending, slot.cancellable = False, None, False
-            slot.notify()
+            slot.spawner, slot.target = None, None
 
     async def stop_all(self) -> None:
         """Stop every server (hub shutdown with ``servers: true``)."""
-        keys = [k for k, s in self._slots.items() if s.ready or s.pending]
+        keys = [k for k, s in self._slots.items() if not s.state.down]
         await asyncio.gather(*(self.stop(u, s) for u, s in keys))
 
     async def remove(self, user: str, server: str) -> None:
@@ -454,16 +521,16 @@ class ServerManager:
     # --- progress ------------------------------------------------------------------------
     async def progress_events(self, user: str, server: str = "") -> AsyncIterator[ProgressEvent]:
         """Events of the current start, replayed from its beginning, until a final one
-        (``ready`` or ``failed``). A ready server yields its ready event at once; a stopped
-        one the failure of its last start, or a failed "not running" event."""
+        (``ready`` or ``failed``). A running server yields its ready event at once; a stopped
+        one why it failed or stopped, or a failed "not running" event."""
         slot = self._slots.get((user, server))
-        if slot is None or slot.pending != "spawn":
-            if slot is not None and slot.ready and slot.pending is None:
+        if slot is None or not slot.streaming:
+            if slot is not None and slot.state is State.RUNNING:
                 url = server_prefix(self.config.base_url, user, server)
                 yield {"progress": 100, "ready": True, "message": f"Server ready at {url}",
                        "url": url}
-            elif slot is not None and slot.failure is not None:
-                yield slot.failure.event()
+            elif slot is not None and slot.why is not None:
+                yield slot.why.event()
             else:
                 yield {"progress": 100, "failed": True, "message": "The server is not running"}
             return
@@ -475,28 +542,32 @@ class ServerManager:
                 event = events[index]
                 index += 1
                 yield event
-                if event.get("ready") or event.get("failed"):
+                if _final(event):
                     return
             await changed.wait()
 
     # --- background: crashes, hub restart ------------------------------------------------
     async def poll_all(self) -> list[tuple[str, str]]:
-        """Poll every running server once; clean up the dead. Returns their (user, server)."""
+        """Poll every running server once; clean up those that ended, recording why. Returns
+        their (user, server)."""
         dead: list[tuple[str, str]] = []
         for slot in list(self._slots.values()):
-            if not slot.ready or slot.pending or slot.spawner is None:
+            spawner = slot.spawner
+            if slot.state is not State.RUNNING or spawner is None:
                 continue
             try:
-                status = await slot.spawner.poll()
+                status = await spawner.poll()
             except Exception:
-                log.exception("polling %s failed", _label(slot.user, slot.server))
+                log.exception("polling %s failed", label(slot.user, slot.server))
                 continue
-            if status is None or slot.pending or not slot.ready:
+            if status is None or slot.state is not State.RUNNING:  # a stop began meanwhile
                 continue
-            log.warning("%s exited unexpectedly (status %s)", _label(slot.user, slot.server),
-                        status)
-            slot.pending = "stop"
-            slot.task = asyncio.ensure_future(self._run_stop(slot, "crashed"))
+            why = Failure(_exit_reason(spawner) or
+                          f"the server stopped unexpectedly (exit status {status})", "crashed")
+            log.warning("%s exited unexpectedly (status %s): %s", label(slot.user, slot.server),
+                        status, why.message)
+            self._begin_stop(slot, "crashed", why)
+            assert slot.task is not None
             await asyncio.wait({slot.task})
             dead.append((slot.user, slot.server))
         return dead
@@ -511,74 +582,123 @@ class ServerManager:
                 log.exception("server poll failed")
 
     async def reattach(self) -> None:
-        """At hub start: adopt servers that are still running, clean up the rest."""
+        """At hub start: resume every stored state (see :meth:`_reattach_one`)."""
         with transaction(self.db) as session:
             rows = [
-                (row.user.name, row.name, row.started is not None, dict(row.state or {}),
-                 dict(row.user_options or {}))
+                _Stored(row.user.name, row.name, lifecycle.parse(row.lifecycle),
+                        dict(row.state or {}), dict(row.user_options or {}),
+                        Failure(row.stop_message, row.stop_reason or "error")
+                        if row.stop_message else None)
                 for row in session.scalars(select(Server))
-                if row.started is not None or row.state
+                if row.lifecycle != State.STOPPED or row.state or row.stop_message
             ]
-        for user, server, started, state, options in rows:
-            await self._reattach_one(user, server, started, state, options)
+        await asyncio.gather(*(self._reattach_one(stored) for stored in rows))
 
-    async def _reattach_one(self, user: str, server: str, started: bool, state: dict[str, Any],
-                            options: dict[str, Any]) -> None:
-        spawner = self._make_spawner(user, server, options)
-        slot = _Slot(user, server, spawner=spawner)
+    async def _reattach_one(self, stored: _Stored) -> None:
+        """Running and alive → adopted; starting and alive → the start goes on; stopped or
+        failed → the reason is kept; the rest (dead, or stopping) → stopped and cleaned up."""
+        user, server = stored.user, stored.server
+        if stored.state.down and not stored.state_dict:
+            self._slots[(user, server)] = _Slot(user, server, state=stored.state, why=stored.why)
+            return
+        spawner = self._make_spawner(user, server, stored.options)
+        target = stored.state_dict.get(TARGET_KEY)
+        resumable = stored.state in (State.RUNNING, State.STARTING) and isinstance(target, str)
+        # Held in its stored state, so that what follows is a checked transition; a stopped row
+        # that still names a process (a start cut short by an older hub) is, in effect, stopping.
+        slot = _Slot(user, server, spawner=spawner,
+                     state=State.STOPPING if stored.state.down else stored.state,
+                     target=target if isinstance(target, str) else None)
         self._slots[(user, server)] = slot
+        status: int | None = 0
         try:
-            spawner.load_state(state)
-            alive = await spawner.poll() is None
+            spawner.load_state(stored.state_dict)
+            status = await spawner.poll() if resumable else 0
         except Exception:
-            log.exception("re-attaching %s failed", _label(user, server))
-            alive = False
-        target = state.get(TARGET_KEY)
-        if alive and started and isinstance(target, str):
-            slot.ready, slot.target = True, target
-            log.info("re-attached %s at %s", _label(user, server), target)
+            log.exception("re-attaching %s failed", label(user, server))
+        if status is None and slot.state is State.RUNNING:
+            log.info("re-attached %s at %s", label(user, server), target)
             try:
-                await self.proxy.add_route(self._route(slot), target, self._route_data(slot))
+                await self.proxy.add_route(self._route(slot), str(target), self._route_data(slot))
             except ProxyError as e:
                 # The periodic proxy check adds it once the proxy answers.
-                log.error("restoring the route of %s failed: %s", _label(user, server), e)
+                log.error("restoring the route of %s failed: %s", label(user, server), e)
             return
-        # Dead, or a start the hub never finished: stop whatever is left, then clean up.
-        log.warning("%s is gone (or its start was interrupted); cleaning up", _label(user, server))
-        slot.pending = "stop"
-        await self._run_stop(slot, "gone" if started else "interrupted")
+        if status is None:  # starting, and the process is there: finish the start
+            log.info("resuming the start of %s", label(user, server))
+            slot.emit(50, "The hub restarted; waiting for the server")
+            slot.task = asyncio.ensure_future(self._run_spawn(slot, spawner, resume=True))
+            return
+        await self._reattach_dead(slot, stored, spawner)
+
+    async def _reattach_dead(self, slot: _Slot, stored: _Stored, spawner: Spawner) -> None:
+        """A stored server whose process is gone (or a stop or start the hub never finished):
+        stop what is left, clean up, and keep why."""
+        user, server = slot.user, slot.server
+        if stored.state is State.RUNNING:
+            log.warning("%s ended while the hub was down; cleaning up", label(user, server))
+            why = Failure(_exit_reason(spawner) or "the server stopped while the hub was down",
+                          "gone")
+            self._enter(slot, State.STOPPING, why)
+            await self._run_stop(slot, "gone")
+            return
+        if slot.state is not State.STOPPING:
+            self._enter(slot, State.STOPPING)
+        log.warning("the start or stop of %s was interrupted; cleaning up", label(user, server))
+        try:
+            await self._teardown(slot, now=True)
+        except Exception:
+            log.exception("cleaning up %s failed", label(user, server))
+        if stored.state.pending == "spawn":
+            why = Failure("Spawn failed: the hub restarted while the server was starting",
+                          "interrupted")
+            self._enter(slot, State.FAILED, why, update=_clear_row)
+        else:
+            self._enter(slot, State.STOPPED, stored.why, update=_clear_row)
 
     # --- database ------------------------------------------------------------------------
-    def _save(self, slot: _Slot, spawner: Spawner, started: bool) -> None:
+    def _save_state(self, slot: _Slot, spawner: Spawner) -> None:
         with transaction(self.db) as session:
             row = _server_row(session, slot.user, slot.server)
-            if row is None:
-                return
-            row.state = {**spawner.get_state(), TARGET_KEY: slot.target}
-            if started:
-                now = utcnow()
-                row.started, row.last_activity = now, now
-                row.url = server_prefix(self.config.base_url, slot.user, slot.server)
-
-    def _mark_stopped(self, user: str, server: str) -> None:
-        """Row stopped, server token and OAuth client revoked."""
-        with transaction(self.db) as session:
-            row = _server_row(session, user, server)
-            if row is None:
-                return
-            row.started, row.url, row.state = None, None, {}
-            _revoke(session, row.id, client_id(user, server))
+            if row is not None:
+                row.state = {**spawner.get_state(), TARGET_KEY: slot.target}
 
 
-def _label(user: str, server: str) -> str:
-    # repr() keeps odd names (newlines, control characters) harmless in logs and messages.
-    return f"server {server!r} of {user!r}" if server else f"the server of {user!r}"
+@dataclass(frozen=True)
+class _Stored:
+    """A ``servers`` row as :meth:`ServerManager.reattach` reads it."""
+
+    user: str
+    server: str
+    state: State
+    state_dict: dict[str, Any]
+    options: dict[str, Any]
+    why: Failure | None
+
+
+def _final(event: ProgressEvent) -> bool:
+    return bool(event.get("ready") or event.get("failed"))
+
+
+def _exit_reason(spawner: Spawner) -> str | None:
+    """The spawner's explanation of why its server ended, if it has one (never raises)."""
+    try:
+        return spawner.exit_reason()
+    except Exception:
+        log.exception("exit_reason of %r failed", spawner)
+        return None
 
 
 def _server_row(session: Session, user: str, server: str) -> Server | None:
     return session.scalar(
         select(Server).join(Server.user).where(User.name == user, Server.name == server)
     )
+
+
+def _clear_row(session: Session, row: Server) -> None:
+    """Stopped in the database: no start time, URL or spawner state; token and client revoked."""
+    row.started, row.url, row.state = None, None, {}
+    _revoke(session, row.id, client_id(row.user.name, row.name))
 
 
 def _revoke(session: Session, server_id: int, cid: str) -> None:

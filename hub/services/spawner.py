@@ -1,4 +1,4 @@
-"""The :class:`Spawner` contract, and the names derived from a (user, server) pair.
+"""The :class:`Spawner` contract.
 
 A spawner starts, watches and stops one user server. The hub's :class:`~hub.services.servers.
 ServerManager` owns the orchestration (tokens, OAuth client, readiness, routes); a spawner only
@@ -7,92 +7,35 @@ deals with the process (or container, or batch job) itself. Subclasses must defi
 fails when it is *defined*, not when a user first presses Start. Intermediate base classes opt out
 with ``class Base(Spawner, abstract=True)``.
 
-The URL helpers here are the one place that turns names into paths, so that the proxy route, the
-server's prefix, its OAuth redirect URI and the links the hub renders always agree. Paths are
-percent-encoded (a base URL may hold a space or ``@``; names may hold anything but ``/``).
+Names and URLs derived from a (user, server) pair live in :mod:`hub.services.server_names`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
-import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from hub.config import Config
-from hub.services import scopes
+from hub.services.server_names import (
+    access_scopes,
+    activity_path,
+    client_id,
+    oauth_callback_url,
+    server_prefix,
+    url_base,
+)
 
 #: One progress event: ``{"progress": 0-100, "message": str}`` (plus ``ready``/``failed``/``url``).
 ProgressEvent = dict[str, Any]
 
-# Left alone when quoting a whole path: RFC 3986 sub-delims, ":", "@", "/", and "%" so that an
-# already-encoded base URL stays as it is (the single-user server normalizes the same way).
-PATH_SAFE = "/%@!$&'()*+,;=:~"
-# Left alone when quoting one name as a path segment (JupyterHub's choice: /user/a@b.org/).
-NAME_SAFE = "@~"
-
 #: The parts of the hub's own environment a user server may see (CONTRACTS §2).
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH", "LD_LIBRARY_PATH")
 ENV_ALLOW_PREFIXES = ("CONDA_",)
-
-
-# --- names and URLs ------------------------------------------------------------------------------
-def url_base(base_url: str) -> str:
-    """The configured base URL as an encoded path with one leading and trailing ``/``."""
-    path = quote(base_url, safe=PATH_SAFE)
-    return "/" + path.strip("/") + "/" if path.strip("/") else "/"
-
-
-def server_prefix(base_url: str, user: str, server: str = "") -> str:
-    """``<base_url>user/<name>/[<server>/]``, encoded: the server's URL prefix."""
-    prefix = f"{url_base(base_url)}user/{quote(user, safe=NAME_SAFE)}/"
-    if server:
-        prefix += quote(server, safe=NAME_SAFE) + "/"
-    return prefix
-
-
-def route_path(base_url: str, user: str, server: str = "") -> str:
-    """The proxy routing key of a server: its encoded prefix without the trailing slash."""
-    return server_prefix(base_url, user, server).rstrip("/")
-
-
-def oauth_callback_url(base_url: str, user: str, server: str = "") -> str:
-    """The server's OAuth ``redirect_uri`` (matched exactly by the hub)."""
-    return server_prefix(base_url, user, server) + "oauth_callback"
-
-
-def client_id(user: str, server: str = "") -> str:
-    """``jupyterhub-user-<name>[-<server>]``, unique per (user, server).
-
-    ``-`` in the user name is escaped (``%2D``): otherwise user ``a`` with server ``b`` and user
-    ``a-b``'s default server would share a client id, and with it OAuth cookies.
-    """
-    escaped = quote(user, safe=NAME_SAFE).replace("-", "%2D")
-    return f"jupyterhub-user-{escaped}" + (f"-{server}" if server else "")
-
-
-def access_scopes(user: str, server: str = "") -> list[str]:
-    """Scopes that grant access to this server (its OAuth clients' allowed scopes)."""
-    return [f"access:servers!server={user}/{server}", f"access:servers!user={user}"]
-
-
-def server_token_scopes(user: str, server: str = "") -> list[str]:
-    """The server's own API token: report activity, and identify users of this server."""
-    granted = scopes.BUILTIN_ROLES["server"]
-    return sorted(scopes.expand(granted, owner=user, server=f"{user}/{server}"))
-
-
-def safe_dir_name(user: str, server: str = "") -> str:
-    """A file-system-safe directory name, unique per (user, server): readable part + hash."""
-    label = f"{user}~{server}" if server else user
-    readable = re.sub(r"[^a-z0-9._~-]+", "_", label.lower())[:48].lstrip(".") or "_"
-    digest = hashlib.sha256(f"{user}\0{server}".encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{readable}-{digest[:10]}"
 
 
 def passthrough_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -152,6 +95,10 @@ class Spawner:
     - :meth:`stop` ends the server (gracefully, then forcibly) and returns when it is gone;
       stopping a stopped server is a no-op.
     - :meth:`progress` may yield events while :meth:`start` runs (optional).
+    - :meth:`exit_reason` — after :meth:`poll` reported that the server ended, a user-safe
+      explanation of why (optional; e.g. "the server ran out of memory (limit 512 MiB)").
+    - :meth:`notices` — while the server runs, user-safe things its owner should know (e.g. a
+      kernel killed for going over the memory limit); shown on the home page (optional).
     - :meth:`get_state` / :meth:`load_state` / :meth:`clear_state` — a JSON-able dict that lets a
       restarted hub re-attach to a running server. The manager stores it with one key of its
       own added, ``"target"`` (what :meth:`start` returned); :meth:`load_state` gets it back and
@@ -208,6 +155,17 @@ class Spawner:
         for event in events:
             yield event
 
+    def exit_reason(self) -> str | None:
+        """After :meth:`poll` reported the server ended, a user-safe explanation of why (e.g.
+        ``"the server ran out of memory (limit 512 MiB)"``), or None when there is nothing
+        better to say than the exit status. The hub shows it with the stopped server until its
+        next start; it must not reveal anything the server's owner may not know."""
+        return None
+
+    def notices(self) -> list[str]:
+        """While the server runs: user-safe notes for its owner's home page (default none)."""
+        return []
+
     def get_state(self) -> dict[str, Any]:
         """JSON-able state to store in the database."""
         return {}
@@ -235,8 +193,7 @@ class Spawner:
             "JPY_API_TOKEN": self.api_token,
             "JUPYTERHUB_CLIENT_ID": client_id(self.user, self.server),
             "JUPYTERHUB_API_URL": self.hub_api_url,
-            "JUPYTERHUB_ACTIVITY_URL":
-                f"{self.hub_api_url}/users/{quote(self.user, safe=NAME_SAFE)}/activity",
+            "JUPYTERHUB_ACTIVITY_URL": f"{self.hub_api_url}/{activity_path(self.user)}",
             "JUPYTERHUB_BASE_URL": url_base(cfg.base_url),
             "JUPYTERHUB_SERVICE_PREFIX": self.prefix,
             "JUPYTERHUB_SERVICE_URL": bind_url.rstrip("/") + self.prefix,

@@ -135,7 +135,7 @@ def server_model(owner: str, server: ServerLike, base_url: str, pending: str | N
     """JupyterHub's server model of ``owner``'s ``server``."""
     from urllib.parse import quote
 
-    from hub.services.spawner import server_prefix
+    from hub.services.server_names import server_prefix
 
     prefix = server_prefix(base_url, owner, server.name)
     progress = f"{base_url}hub/api/users/{quote(owner, safe='')}/"

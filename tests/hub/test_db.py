@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import Engine, inspect, make_url, select, text
 
 from hub.db import database
@@ -201,6 +202,33 @@ WRITER = textwrap.dedent('''
             users.require(session, "shared").last_activity = utcnow()
     engine.dispose()
 ''')
+
+
+def test_servers_keep_running_across_the_lifecycle_migration(engine: Engine) -> None:
+    """0001 → 0002 adds the lifecycle columns: a started server reads as running, the rest as
+    stopped, and nothing else is touched (a running server's token survives: no table copy)."""
+    cfg = database._alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    _exec(engine, "INSERT INTO users (id, name, admin, created) "
+                  "VALUES (1, 'alice', false, '2026-01-01 00:00:00')")
+    _exec(engine, "INSERT INTO servers (id, user_id, name, state, user_options, started) VALUES "
+                  "(1, 1, '', '{\"pid\": 1}', '{}', '2026-01-01 00:00:00'), "
+                  "(2, 1, 'old', '{}', '{}', NULL)")
+    _exec(engine, "INSERT INTO api_tokens (id, hashed, prefix, kind, user_id, server_id, scopes, "
+                  "note, created) VALUES (1, 'h', 'p', 'server', 1, 1, '[]', '', "
+                  "'2026-01-01 00:00:00')")
+
+    database.upgrade(engine, backup=False)
+
+    check_schema(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT name, lifecycle, stop_reason, stop_message "
+                                 "FROM servers ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [("", "running", None, None),
+                                            ("old", "stopped", None, None)]
+        assert conn.execute(text("SELECT count(*) FROM api_tokens")).scalar() == 1
 
 
 def test_two_processes_write_at_once(engine: Engine, db_url: str, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from hub.services.proxy_client import (
     Route,
     route_key,
 )
-from hub.services.spawner import route_path
+from hub.services.server_names import route_path
 from tests.hub import mockserver
 
 HUB = "http://127.0.0.1:1"

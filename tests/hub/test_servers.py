@@ -26,8 +26,9 @@ from hub.db.models import APIToken, OAuthClient, Server, User
 from hub.services import tokens
 from hub.services.local_spawner import LocalProcessSpawner
 from hub.services.proxy_client import ProxyClient, ProxyError, ProxyLauncher, route_key
+from hub.services.server_names import route_path, server_prefix
 from hub.services.servers import AlreadyRunning, NoSuchUser, ServerManager, TooManySpawns
-from hub.services.spawner import ProgressEvent, route_path, server_prefix
+from hub.services.spawner import ProgressEvent
 from tests.hub import mockserver
 
 BASE = "/my hub@x/"

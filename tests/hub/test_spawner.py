@@ -22,8 +22,7 @@ import pytest
 from hub.config import Config, load
 from hub.services import procinfo
 from hub.services.local_spawner import LOG_NAME, LocalProcessSpawner
-from hub.services.spawner import (
-    Spawner,
+from hub.services.server_names import (
     access_scopes,
     client_id,
     route_path,
@@ -32,6 +31,7 @@ from hub.services.spawner import (
     server_token_scopes,
     url_base,
 )
+from hub.services.spawner import Spawner
 from tests.hub import mockserver
 
 BASE = "/my hub@x/"
