@@ -39,6 +39,15 @@ UNIX_NAME_MAX = 32
 MODES = ("auto", "create", "existing", "hub")
 
 
+#: Where system tools live even when the hub's ``PATH`` lacks them (a root service's, say).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def system_command(name: str) -> str | None:
+    """The absolute path of ``useradd``, ``setpriv`` ...: on ``PATH``, else in the system dirs."""
+    return shutil.which(name) or shutil.which(name, path=SYSTEM_PATH)
+
+
 class AccountError(ValueError):
     """A name cannot map to an account, or the account cannot be used (safe to show)."""
 
@@ -137,8 +146,9 @@ class CreatedAccounts(ExistingAccounts):
 
     async def _create(self, name: str, user: str) -> pwd.struct_passwd:
         home = str(Path(self.home_root) / name)
-        argv = ["useradd", "--create-home", "--home-dir", home, "--shell", self.shell,
-                "--user-group", "--comment", f"Himalia user {user}"[:64], name]
+        argv = [system_command("useradd") or "useradd", "--create-home", "--home-dir", home,
+                "--shell", self.shell, "--user-group",
+                "--comment", f"Himalia user {user}"[:64], name]
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT)
@@ -202,9 +212,9 @@ def startup_problems(cfg: Config) -> list[str]:
     """What stops the settings from working on this machine (empty when all is well)."""
     pol = policy(cfg)
     problems: list[str] = []
-    if pol.switches and not shutil.which("setpriv"):
+    if pol.switches and not system_command("setpriv"):
         problems.append("accounts needs the setpriv command (Debian's util-linux) on PATH")
-    if pol.mode == "create" and not shutil.which("useradd"):
+    if pol.mode == "create" and not system_command("useradd"):
         problems.append("accounts = 'create' needs the useradd command (Debian's passwd)")
     if pol.mode == "create":
         check_unix_name(pol.account_name("a"), "a")  # a prefix that can never work

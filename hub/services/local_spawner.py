@@ -206,7 +206,7 @@ class LocalProcessSpawner(Spawner):
         argv = list(cmd)
         if acct.uid != os.getuid():
             log_file = str(self.log_path(acct))
-            setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+            setpriv = accounts.system_command("setpriv") or "setpriv"
             argv = [setpriv, f"--reuid={acct.uid}", f"--regid={acct.gid}", "--init-groups",
                     "--", "/bin/sh", "-c", _AS_ACCOUNT, "himalia-server", log_file, *cmd]
             cwd, out = "/", subprocess.DEVNULL
@@ -267,6 +267,17 @@ class LocalProcessSpawner(Spawner):
         """Processes of this server the kernel killed for going over ``mem_limit`` so far."""
         group = self._group()
         return group.oom_kills() if group is not None else 0
+
+    def notices(self) -> list[str]:
+        kills = self.oom_kills()
+        if not kills:
+            return []
+        limit = cgroups.Limits.from_config(self.config).mem_bytes
+        size = f" ({cgroups.human_size(limit)})" if limit else ""
+        times = "once" if kills == 1 else f"{kills} times"
+        return [f"Your server went over its memory limit{size}: the kernel killed one of its "
+                f"processes (usually a notebook kernel) {times}. Save your work and use less "
+                "memory, or ask for a larger limit."]
 
     def _group(self) -> cgroups.Group | None:
         manager = cgroups.manager(self.config) if self.cgroup else None
