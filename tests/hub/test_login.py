@@ -29,6 +29,7 @@ def test_login_sets_hardened_cookie_and_logout_ends_session(hub: HubProcess) -> 
     assert "himalia-session=" in cookie and "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie and f"Path={urlsplit(hub.url).path}hub/" in cookie
     stolen = s.cookies.get("himalia-session")
+    assert stolen is not None
     assert s.get(hub.url + "hub/home", allow_redirects=False, timeout=10).status_code == 200
     s.get(hub.url + "hub/logout", timeout=10)
     replay = requests.get(hub.url + "hub/home", cookies={"himalia-session": stolen},

@@ -114,7 +114,8 @@ class Env:
 
     def state_pids(self) -> list[int]:
         with transaction(self.db) as session:
-            states = session.scalars(select(Server.state)).all()
+            # typed: SQLAlchemy's stubs make this Sequence[Never] under current mypy
+            states: list[object] = list(session.scalars(select(Server.state)))
         return [s["pid"] for s in states if isinstance(s, dict) and isinstance(s.get("pid"), int)]
 
 

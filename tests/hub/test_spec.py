@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs in the venv (types-PyYAML)
 from openapi_spec_validator import validate
 from tornado.web import RequestHandler
 

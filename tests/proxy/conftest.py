@@ -57,7 +57,8 @@ class _Base(web.RequestHandler):
 
     @property
     def state(self) -> BackendState:
-        return self.settings["state"]  # type: ignore[no-any-return]
+        state: BackendState = self.settings["state"]
+        return state
 
     def prepare(self) -> None:
         self.state.seen.append(self.request.uri or "")
@@ -83,7 +84,7 @@ class Echo(_Base):
             }
         )
 
-    get = post = put = delete = patch = options = _describe  # type: ignore[assignment]
+    get = post = put = delete = patch = options = _describe
 
     def head(self) -> None:
         self.set_header("Content-Length", "1234")
@@ -150,13 +151,14 @@ class Upload(_Base):
     def _done(self) -> None:
         self.write({"received": self.received, "sha": self.hasher.hexdigest()})
 
-    post = put = _done  # type: ignore[assignment]
+    post = put = _done
 
 
 class Ws(websocket.WebSocketHandler):
     @property
     def state(self) -> BackendState:
-        return self.settings["state"]  # type: ignore[no-any-return]
+        state: BackendState = self.settings["state"]
+        return state
 
     def open(self, *args: Any) -> None:
         self.state.seen.append(self.request.uri or "")
