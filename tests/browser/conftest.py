@@ -14,11 +14,29 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Error, Page, sync_playwright
 
+from tests import unixaccounts
+from tests.hubproc import HubProcess
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    """The browser flows run with account-backed users, as a hub run as root has them: each
+    user's server runs as its own Unix account (made on first spawn, removed after)."""
+    unixaccounts.require_root()
+    prefix = unixaccounts.unique_prefix()
+    proc = HubProcess(tmp_path_factory.mktemp("hub"),
+                      extra_args=["--accounts", "create", "--account-prefix", prefix])
+    try:
+        yield proc.start()
+    finally:
+        proc.cleanup()
+        unixaccounts.remove_with_prefix(prefix)
 
 
 @pytest.fixture

@@ -100,7 +100,10 @@ def test_login_start_lab_notebook_stop(hub: HubProcess, page: Page, screenshot: 
     wait_for_lab(page, server_path)
     screenshot(page, "lab")
 
-    run_notebook_cell(page, "print(6*7)", "42")
+    # The kernel runs as the user's own Unix account, not as the hub's (root).
+    account = hub.extra_args[hub.extra_args.index("--account-prefix") + 1] + name
+    run_notebook_cell(page, "import os, pwd; print(pwd.getpwuid(os.getuid()).pw_name, 6*7)",
+                      f"{account} 42")
     screenshot(page, "notebook-42")
 
     page.goto(hub.url + "hub/home")
