@@ -13,10 +13,9 @@ scopes the caller does not hold.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
-
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
 
 from hub.api import pagination
 from hub.api.base import APIHandler
@@ -30,8 +29,13 @@ from hub.services import scopes as sc
 LIST_SCOPES = ("list:groups", "read:groups")
 
 
-def _group_error(e: groups.GroupError) -> HubError:
-    return HubError(e.status, str(e))
+@contextmanager
+def _answering() -> Iterator[None]:
+    """A :class:`groups.GroupError` becomes its HTTP answer (its message is safe to show)."""
+    try:
+        yield
+    except groups.GroupError as e:
+        raise HubError(e.status, str(e)) from None
 
 
 def _str_list(data: dict[str, Any], key: str) -> list[str]:
@@ -44,22 +48,16 @@ def _str_list(data: dict[str, Any], key: str) -> list[str]:
 class _GroupBase(APIHandler):
     """Lookup with the 404-unless-visible rule, and the membership checks."""
 
-    def _find(self, session: Session, name: str, needed: str) -> Group:
+    def _find(self, group: Group | None, name: str, needed: str) -> Group:
+        """``group`` if the caller may see it (else 404) and do ``needed`` on it (else 403)."""
         assert self.identity is not None
         res = sc.Resource(group=name)
-        group = groups.get(session, name)
         if group is None or not self.identity.can("read:groups:name", res):
             raise HubError(404, f"No such group: {name}")
         if not self.identity.can(needed, res):
             raise HubError(403, f"Action is not authorized with current scopes; "
                                 f"requires {needed}")
         return group
-
-    def _members(self, session: Session, usernames: list[str]) -> list[User]:
-        try:
-            return groups.find_users(session, usernames)
-        except groups.GroupError as e:
-            raise _group_error(e) from None
 
     def _check_additions(self, group: Group | None, added: list[User]) -> None:
         """Refuse self-service membership and scopes the caller could not grant."""
@@ -92,14 +90,10 @@ class GroupListHandler(_GroupBase):
             raise HubError(403, "Action is not authorized with current scopes; "
                                 "requires list:groups")
         page = pagination.parse(self)
-        query = select(Group).options(selectinload(Group.users), selectinload(Group.roles))
-        if not any(ident.can(s) for s in LIST_SCOPES):
-            query = query.where(Group.name.in_(self._visible_names()))
+        visible = None if any(ident.can(s) for s in LIST_SCOPES) else self._visible_names()
         with transaction(self.hub.db) as session:
-            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = session.scalars(query.order_by(Group.id).offset(page.offset)
-                                   .limit(page.limit)).all()
-            items = [group_model(self, g) for g in rows]
+            found, total = groups.list_page(session, page.offset, page.limit, visible)
+            items = [group_model(self, g) for g in found]
         pagination.respond(self, page, items, total)
 
     def _visible_names(self) -> list[str]:
@@ -118,13 +112,10 @@ class GroupListHandler(_GroupBase):
         names = _str_list(data, "groups")
         usernames = _str_list(data, "users")
         self.require("admin:groups")
-        with transaction(self.hub.db) as session:
-            members = self._members(session, usernames)
+        with transaction(self.hub.db) as session, _answering():
+            members = groups.find_users(session, usernames)
             self._check_additions(None, members)
-            try:
-                created = groups.create_many(session, names, members, data.get("properties"))
-            except groups.GroupError as e:
-                raise _group_error(e) from None
+            created = groups.create_many(session, names, members, data.get("properties"))
             models = [group_model(self, g) for g in created]
         self.write_json(models, 201)
 
@@ -134,24 +125,22 @@ class GroupHandler(_GroupBase):
 
     def get(self, name: str) -> None:
         with transaction(self.hub.db) as session:
-            self.write_json(group_model(self, self._find(session, name, "read:groups:name")))
+            group = self._find(groups.get(session, name), name, "read:groups:name")
+            self.write_json(group_model(self, group))
 
     def post(self, name: str) -> None:
         data = self.json_body({"users": list, "properties": dict})
         usernames = _str_list(data, "users")
         self.require("admin:groups")  # unfiltered: the group does not exist yet
-        with transaction(self.hub.db) as session:
-            members = self._members(session, usernames)
+        with transaction(self.hub.db) as session, _answering():
+            members = groups.find_users(session, usernames)
             self._check_additions(None, members)
-            try:
-                group = groups.create(session, name, members, data.get("properties"))
-            except groups.GroupError as e:
-                raise _group_error(e) from None
+            group = groups.create(session, name, members, data.get("properties"))
             self.write_json(group_model(self, group), 201)
 
     def delete(self, name: str) -> None:
         with transaction(self.hub.db) as session:
-            groups.delete(session, self._find(session, name, "admin:groups"))
+            groups.delete(session, self._find(groups.get(session, name), name, "admin:groups"))
         self.set_status(204)
         self.finish()
 
@@ -162,9 +151,9 @@ class GroupUsersHandler(_GroupBase):
     def post(self, name: str) -> None:
         data = self.json_body({"users": list}, required=("users",))
         usernames = _str_list(data, "users")
-        with transaction(self.hub.db) as session:
-            group = self._find(session, name, "groups")
-            members = self._members(session, usernames)
+        with transaction(self.hub.db) as session, _answering():
+            group = self._find(groups.get(session, name), name, "groups")
+            members = groups.find_users(session, usernames)
             self._check_additions(group, members)
             groups.add_users(group, members)
             session.flush()
@@ -173,9 +162,9 @@ class GroupUsersHandler(_GroupBase):
     def delete(self, name: str) -> None:
         data = self.json_body({"users": list}, required=("users",))
         usernames = _str_list(data, "users")
-        with transaction(self.hub.db) as session:
-            group = self._find(session, name, "groups")
-            groups.remove_users(group, self._members(session, usernames))
+        with transaction(self.hub.db) as session, _answering():
+            group = self._find(groups.get(session, name), name, "groups")
+            groups.remove_users(group, groups.find_users(session, usernames))
             session.flush()
             self.write_json(group_model(self, group))
 
@@ -188,7 +177,7 @@ class GroupPropertiesHandler(_GroupBase):
         if not isinstance(data, dict):
             raise HubError(400, "Group properties must be a JSON object")
         with transaction(self.hub.db) as session:
-            group = self._find(session, name, "groups")
+            group = self._find(groups.get(session, name), name, "groups")
             groups.set_properties(group, data)
             session.flush()
             self.write_json(group_model(self, group))

@@ -2,119 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal, select, union_all
-from sqlalchemy.orm import Session
-
 from hub.api.base import APIHandler
-from hub.db.models import (
-    Group,
-    Role,
-    Server,
-    User,
-    group_roles,
-    isoformat,
-    user_groups,
-    user_roles,
-)
+from hub.db.models import Group, User, isoformat
 from hub.services import scopes as sc
 from hub.services.rbac import Service
+from hub.services.user_list import UserData
 from hub.services.users import server_model
-
-
-@dataclass(slots=True)
-class ServerData:
-    """The columns of a server row that its model shows."""
-
-    name: str
-    started: datetime | None
-    last_activity: datetime | None
-    user_options: dict[str, Any] | None
-    state: dict[str, Any] | None
-
-
-@dataclass(slots=True)
-class UserData:
-    """What a user model shows, loaded with plain queries (no ORM objects): see
-    :func:`load_users`. ``roles`` are the user's own roles, then their groups' roles."""
-
-    id: int
-    name: str
-    admin: bool
-    created: datetime
-    last_activity: datetime | None
-    servers: list[ServerData] = field(default_factory=list)
-    groups: list[str] = field(default_factory=list)
-    roles: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_orm(cls, user: User) -> UserData:
-        """The same data from a loaded :class:`User` (servers, groups and roles loaded)."""
-        return cls(user.id, user.name, user.admin, user.created, user.last_activity,
-                   [ServerData(s.name, s.started, s.last_activity, s.user_options, s.state)
-                    for s in sorted(user.servers, key=lambda s: s.id)],
-                   [g.name for g in user.groups],
-                   [*(r.name for r in user.roles),
-                    *(r.name for g in user.groups for r in g.roles)])
-
-
-_U, _S, _G, _R = User.__table__.c, Server.__table__.c, Group.__table__.c, Role.__table__.c
-#: Select these (in this order) to hand rows to :func:`load_users`. Core columns: a statement
-#: built from them skips the ORM's compile step (a third of a simple query's cost).
-USER_COLUMNS = (_U.id, _U.name, _U.admin, _U.created, _U.last_activity)
-#: One user by (normalized) name, built once: ``{"name": ...}``.
-USER_BY_NAME = select(*USER_COLUMNS).where(_U.name == bindparam("name"))
-
-
-@cache
-def _related(dialect: str) -> tuple[Any, Any]:
-    """The two statements that complete a page of users: their servers, and their groups,
-    own roles and groups' roles (``kind`` g, r, s). Built once per dialect. The user ids are
-    one JSON parameter on SQLite (``json_each``: no per-id placeholder to render) and an
-    expanding ``IN`` elsewhere."""
-    if dialect == "sqlite":
-        ids: Any = select(func.json_each(bindparam("ids")).table_valued("value").c.value)
-    else:
-        ids = bindparam("ids", expanding=True)
-    ug, ur, gr = user_groups.c, user_roles.c, group_roles.c
-    servers = (select(_S.user_id, _S.name, _S.started, _S.last_activity, _S.user_options,
-                      _S.state).where(_S.user_id.in_(ids)).order_by(_S.id))
-    related = union_all(
-        select(ug.user_id.label("uid"), literal("g").label("kind"), _G.name.label("name"),
-               _G.id.label("oid")).join(Group.__table__, _G.id == ug.group_id)
-        .where(ug.user_id.in_(ids)),
-        select(ur.user_id, literal("r"), _R.name, _R.id)
-        .join(Role.__table__, _R.id == ur.role_id).where(ur.user_id.in_(ids)),
-        select(ug.user_id, literal("s"), _R.name, _R.id)
-        .join(group_roles, gr.group_id == ug.group_id)
-        .join(Role.__table__, _R.id == gr.role_id).where(ug.user_id.in_(ids)),
-    ).order_by("kind", "oid")
-    return servers, related
-
-
-def load_users(session: Session, rows: Sequence[Any]) -> list[UserData]:
-    """Users from rows of :data:`USER_COLUMNS`, completed with their servers, groups and
-    roles in two more queries, whatever the number of users."""
-    found = [UserData(*row) for row in rows]
-    by_id = {u.id: u for u in found}
-    if not by_id:
-        return found
-    conn = session.connection()
-    servers, related = _related(conn.dialect.name)
-    ids: Any = list(by_id)
-    params = {"ids": json.dumps(ids) if conn.dialect.name == "sqlite" else ids}
-    for row in conn.execute(servers, params):
-        by_id[row[0]].servers.append(ServerData(*row[1:]))
-    for user_id, kind, name, _ in conn.execute(related, params).tuples():
-        owner = by_id[int(user_id)]
-        (owner.groups if kind == "g" else owner.roles).append(str(name))
-    return found
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -151,7 +48,7 @@ class _Reader:
         mgr = self.mgr
         out: dict[str, Any] = {}
         for server in user.servers:
-            pending = mgr.pending(user.name, server.name) if mgr else None
+            pending = mgr.pending(user.name, server.name)
             if server.started is None and pending is None and not include_stopped:
                 continue
             res = None
@@ -161,7 +58,7 @@ class _Reader:
                     continue
             state = self.all_state or self.ident.can(
                 "admin:server_state", res or self.server_res(user, server.name))
-            ready = bool(mgr.is_ready(user.name, server.name)) if mgr else False
+            ready = mgr.is_ready(user.name, server.name)
             out[server.name] = server_model(user.name, server, self.base_url, pending, ready,
                                             include_state=state)
         return out

@@ -10,12 +10,10 @@ import asyncio
 import json
 from typing import Any
 
-from sqlalchemy import func, select
 from tornado.iostream import StreamClosedError
 
 from hub.api.base import APIHandler
 from hub.db.database import transaction
-from hub.db.models import Server
 from hub.handlers.base import HubError
 from hub.services import names, users
 from hub.services import scopes as sc
@@ -56,22 +54,15 @@ class _ServerBase(APIHandler):
 
     def _check_named_limit(self, user: str, server_name: str) -> None:
         """400 when creating one more named server would pass the per-user limit."""
-        limit = int(self.hub.config.named_server_limit_per_user)
-        if not server_name or limit <= 0 or self._row_exists(user, server_name):
-            return
         with transaction(self.hub.db) as session:
-            owner = users.require(session, user)
-            count = session.scalar(select(func.count()).select_from(Server).where(
-                Server.user_id == owner.id, Server.name != "")) or 0
-        if count >= limit:
-            raise HubError(400, f"User {user} already has the maximum of {limit} named "
-                                "servers; one must be deleted before a new server can be "
-                                "created")
+            try:
+                users.check_named_server_limit(users.require(session, user), server_name,
+                                               int(self.hub.config.named_server_limit_per_user))
+            except users.UserError as e:
+                raise HubError(e.status, str(e)) from None
 
     @property
     def manager(self) -> srv.ServerManager:
-        if self.hub.servers is None:
-            raise HubError(503, "The hub is still starting")
         return self.hub.servers
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from hub.db.models import Group, User
@@ -46,6 +46,18 @@ def get(session: Session, name: str) -> Group | None:
         select(Group).where(Group.name == name)
         .options(selectinload(Group.users), selectinload(Group.roles))
     )
+
+
+def list_page(session: Session, offset: int, limit: int,
+              visible: Iterable[str] | None = None) -> tuple[list[Group], int]:
+    """Groups by id (members and roles loaded), one page, and how many there are in all;
+    only those named in ``visible`` when it is given."""
+    query = select(Group).options(selectinload(Group.users), selectinload(Group.roles))
+    if visible is not None:
+        query = query.where(Group.name.in_(list(visible)))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = session.scalars(query.order_by(Group.id).offset(offset).limit(limit)).all()
+    return list(page), total
 
 
 def require(session: Session, name: str) -> Group:

@@ -271,6 +271,20 @@ def role_table(session: Session) -> dict[str, list[str]]:
     return {r.name: list(r.scopes or []) for r in session.scalars(select(Role))}
 
 
+def scopes_of_roles(session: Session, names: Iterable[str]) -> list[str]:
+    """The scopes of the roles named, built-in or stored; :class:`RBACError` (400) if unknown."""
+    out: list[str] = []
+    for name in names:
+        if name in sc.BUILTIN_ROLES:
+            out.extend(sc.BUILTIN_ROLES[name])
+            continue
+        row = get_role(session, name)
+        if row is None:
+            raise RBACError(f"No such role: {name[:64]}")
+        out.extend(row.scopes or [])
+    return out
+
+
 # --- start-up loading -------------------------------------------------------------------
 def load_config(session: Session, cfg: Config) -> dict[str, Service]:
     """Apply the ``groups``, ``roles`` and ``services`` settings; returns the services."""

@@ -6,7 +6,7 @@ Errors are :class:`UserError` subclasses whose message is safe to show to the ca
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -105,6 +105,52 @@ def rename(session: Session, user: User, new_name: str) -> None:
     if clean != user.name and session.scalar(select(User.id).where(User.name == clean)):
         raise UserExists(f"user {clean} already exists")
     user.name = clean
+
+
+def modify(session: Session, user: User, name: str | None = None,
+           admin: bool | None = None) -> None:
+    """Rename a user and/or set their admin flag (who may do so is the caller's check).
+
+    A user with running servers cannot be renamed: their URLs and tokens carry the name.
+    """
+    if name is not None and name != user.name:
+        if any(s.started is not None for s in user.servers):
+            raise UserError("Cannot rename a user with running servers")
+        rename(session, user, name)
+    if admin is not None:
+        user.admin = admin
+    session.flush()
+
+
+def check_named_server_limit(user: User, server_name: str, limit: int) -> None:
+    """:class:`UserError` when starting ``server_name`` would create one named server more
+    than ``limit`` (0: no limit). Stopped named servers count until removed."""
+    existing = {s.name for s in user.servers if s.name}
+    if not server_name or limit <= 0 or server_name in existing:
+        return
+    if len(existing) >= limit:
+        raise UserError(f"User {user.name} already has the maximum of {limit} named servers; "
+                        "one must be deleted before a new server can be created")
+
+
+def record_activity(user: User, servers: Mapping[str, datetime],
+                    last_activity: datetime | None = None) -> None:
+    """Move the user's and their servers' ``last_activity`` forward (never back).
+
+    ``servers`` maps server names to times; an unknown name is a :class:`UserError`.
+    """
+    by_name = {s.name: s for s in user.servers}
+    unknown = [n for n in servers if n not in by_name]
+    if unknown:
+        raise UserError(f"No such server: {unknown[0][:64]}")
+    for server_name, stamp in servers.items():
+        server = by_name[server_name]
+        if server.last_activity is None or stamp > server.last_activity:
+            server.last_activity = stamp
+    stamps = [*servers.values(), *([last_activity] if last_activity else [])]
+    latest = max(stamps, default=None)
+    if latest is not None and (user.last_activity is None or latest > user.last_activity):
+        user.last_activity = latest
 
 
 def role_names(user: User) -> list[str]:
