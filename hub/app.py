@@ -27,6 +27,7 @@ from hub.api import shutdown as api_shutdown
 from hub.api import spec as api_spec
 from hub.api import tokens as api_tokens
 from hub.api import users as api_users
+from hub.config import Config
 from hub.context import HubContext
 from hub.handlers import login, pages
 from hub.handlers.base import BaseHandler, scrub
@@ -53,15 +54,24 @@ class StaticHandler(web.StaticFileHandler):
 
 def collect_routes(hub: HubContext) -> list[Any]:
     """All routes of the hub, with their dependencies, under the hub prefix."""
-    prefix = re.escape(hub.hub_prefix())
+    return _routes(hub.config.base_url, {"hub": hub})
+
+
+def route_table(config: Config) -> list[tuple[str, type[web.RequestHandler]]]:
+    """Every route's pattern and handler, without dependencies (what route checks walk)."""
+    return [(pattern, handler) for pattern, handler, _ in _routes(config.base_url, {})]
+
+
+def _routes(base_url: str, deps: dict[str, Any]) -> list[Any]:
+    prefix = re.escape(base_url + "hub/")
     out: list[Any] = []
     for module in ROUTE_MODULES:
         for pattern, handler in module.routes:
             if pattern.startswith("^"):  # absolute (relative to base_url), e.g. /user/...
-                full = re.escape(hub.config.base_url) + pattern[1:]
+                full = re.escape(base_url) + pattern[1:]
             else:
                 full = prefix + pattern
-            out.append((full, handler, {"hub": hub}))
+            out.append((full, handler, deps))
     out += [
         (prefix + r"static/bootstrap/(.*)", StaticHandler, {"path": str(bootstrap_dir())}),
         (prefix + r"static/(.*)", StaticHandler, {"path": str(static_dir())}),

@@ -20,6 +20,7 @@ from hub.services.identity import IdentityCache
 from hub.services.throttle import LoginThrottle
 
 if TYPE_CHECKING:
+    from hub.services.accounts import AccountPolicy
     from hub.services.oauth import OAuthProvider
     from hub.services.proxy_client import ProxyClient, ProxyLauncher, Route
     from hub.services.rbac import Service
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class HubContext:
-    """Everything a request handler may need."""
+class Foundation:
+    """What start-up builds before it talks to the proxy: config, database, authentication."""
 
     config: Config
     db: sessionmaker[Session]
@@ -38,18 +39,28 @@ class HubContext:
     throttle: LoginThrottle
     #: Resolved identities and token lookups, kept in step with the database by ``db``'s events.
     identities: IdentityCache
-    servers: ServerManager | None = None
-    proxy: ProxyClient | None = None
-    oauth: OAuthProvider | None = None
-    custom_roles: dict[str, list[str]] = field(default_factory=dict)
-    #: The proxy's supervisor (``/hub/api/proxy``); ``proxy`` is its client.
-    proxy_launcher: ProxyLauncher | None = None
-    #: Every route the proxy should hold besides the hub's (servers and services).
-    wanted_routes: Callable[[], Mapping[str, Route]] | None = None
-    #: External services from the ``services`` setting, by name (read-only at run time).
-    external_services: dict[str, Service] = field(default_factory=dict)
-    start_time: float = field(default_factory=time.time)
+    #: Which Unix account runs each user's server; also vets names at user creation.
+    accounts: AccountPolicy
 
     def hub_prefix(self) -> str:
         """``<base_url>hub/`` — where every hub page and API lives."""
         return self.config.base_url + "hub/"
+
+
+@dataclass
+class HubContext(Foundation):
+    """Everything a request handler may need, built whole before the hub answers a request
+    (:func:`hub.services.wiring.build_hub`): nothing in it is ever missing."""
+
+    servers: ServerManager
+    #: The proxy's client; :attr:`proxy_launcher` is its supervisor (``/hub/api/proxy``).
+    proxy: ProxyClient
+    proxy_launcher: ProxyLauncher
+    oauth: OAuthProvider
+    #: Every route the proxy should hold besides the hub's (servers and services).
+    wanted_routes: Callable[[], Mapping[str, Route]]
+    #: Role name → scopes of the roles defined in the database (read-only at run time).
+    custom_roles: dict[str, list[str]] = field(default_factory=dict)
+    #: External services from the ``services`` setting, by name (read-only at run time).
+    external_services: dict[str, Service] = field(default_factory=dict)
+    start_time: float = field(default_factory=time.time)

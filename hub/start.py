@@ -1,9 +1,12 @@
 """The hub's start-up sequence, as a short list of steps.
 
-1. data directory and secrets; 2. database (schema checked); 3. first admin; 4. services
-(authenticator, templates, OAuth); 5. the hub's HTTP server; 6. the proxy (started or attached);
-7. re-attach to user servers still running from before; 8. background loops. Stopping the hub
-never stops users' servers or the proxy: they keep serving while the hub is away.
+1. data directory and secrets; 2. database (schema checked); 3. first admin; 4. authenticator
+and templates (:func:`prepare`); 5. the hub's port is bound, so its URL is known, but nothing is
+served yet; 6. the proxy (started or attached), OAuth, the server manager, which resumes every
+server's stored state (:func:`hub.services.wiring.build_hub`) — the :class:`HubContext` is now
+whole; 7. the HTTP server starts answering (so ``/hub/health`` is 200 only once the hub can start
+servers; connections made meanwhile wait in the listen backlog); 8. background loops. Stopping
+the hub never stops users' servers or the proxy: they keep serving while the hub is away.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from tornado.httpserver import HTTPServer
 
 from hub import __version__
 from hub.app import make_app
-from hub.config import Config
-from hub.context import HubContext
+from hub.config import Config, ConfigError
+from hub.context import Foundation, HubContext
 from hub.db.database import (
     SchemaOutdated,
     check_schema,
@@ -40,9 +43,8 @@ from hub.secrets_store import (
     InsecureSecretFile,
     ensure_private_dir,
     read_or_create,
-    write_private,
 )
-from hub.services import auth, users
+from hub.services import auth, first_admin, isolation, users
 from hub.services.identity import IdentityCache
 from hub.services.throttle import LoginThrottle
 
@@ -82,22 +84,27 @@ def open_database(cfg: Config) -> sessionmaker[Session]:
     return make_sessionmaker(engine)
 
 
-def ensure_admins(cfg: Config, db: sessionmaker[Session]) -> None:
+def ensure_admins(cfg: Config, db: sessionmaker[Session],
+                  check: users.NameCheck | None = None) -> None:
     """Make configured admins; on an empty database create ``admin`` with a random password."""
     with transaction(db) as session:
+        first_admin.prune(cfg, session)
         empty = not session.scalar(select(func.count()).select_from(User))
-        for name in cfg.admin_users:
-            user = users.get(session, name) or users.create(session, name)
-            user.admin = True
+        try:
+            for name in cfg.admin_users:
+                user = users.get(session, name) or users.create(session, name, check=check)
+                user.admin = True
+        except users.UserError as e:
+            raise StartupError(f"admin_users: {e}") from None
         if not (empty and cfg.create_first_admin) or cfg.admin_users:
             return
         password = secrets.token_urlsafe(12)
-        users.create(session, "admin", admin=True, password=password)
-    path = cfg.data_path / "admin-password"
-    write_private(path, password + "\n")
+        users.create(session, first_admin.USERNAME, admin=True, password=password)
+    path = first_admin.save(cfg, password)
+    saved = f"\n(also saved in {path}, readable only by you, until you change it)" if path else ""
     # Printed once, on stdout only (never logged): the operator's first way in.
-    print(f"Created the first admin account: username 'admin', password {password}\n"
-          f"(also saved in {path}, readable only by you)", flush=True)
+    print(f"Created the first admin account: username 'admin', password {password}{saved}",
+          flush=True)
 
 
 def make_templates() -> jinja2.Environment:
@@ -107,38 +114,43 @@ def make_templates() -> jinja2.Environment:
     )
 
 
-def build_context(cfg: Config) -> HubContext:
+def prepare(cfg: Config) -> Foundation:
+    """Steps 1–4: what the hub needs before it talks to anything else."""
+    try:
+        isolation.make_private(cfg)  # before the hub writes anything
+        account_policy = isolation.check(cfg)
+    except ConfigError as e:
+        raise StartupError(str(e)) from None
     ensure_private_dir(cfg.data_path)
     try:
         cookie_secret = read_or_create(cfg.data_path / "cookie_secret")
     except InsecureSecretFile as e:
         raise StartupError(str(e)) from None
     db = open_database(cfg)
-    ensure_admins(cfg, db)
+    ensure_admins(cfg, db, account_policy.check_name)
     try:
         authenticator = auth.load_class(cfg.authenticator)(db)
     except ValueError as e:
         raise StartupError(str(e)) from None
-    return HubContext(
+    return Foundation(
         config=cfg, db=db, authenticator=authenticator, templates=make_templates(),
         cookie_secret=cookie_secret,
         throttle=LoginThrottle(cfg.login_max_failures, cfg.login_throttle_window),
         identities=IdentityCache(db),
+        accounts=account_policy,
     )
 
 
-def listen(hub: HubContext) -> tuple[HTTPServer, str]:
-    cfg = hub.config
-    http = HTTPServer(make_app(hub), xheaders=True, max_body_size=max(cfg.api_body_limit,
-                                                                      1024 * 1024))
+def bind_hub(cfg: Config) -> tuple[list[socket.socket], str]:
+    """Step 5: bind the hub's port (0 picks one) without serving; returns the sockets and the
+    hub's URL, which the proxy and user servers need before the hub answers."""
     try:
         sockets = bind(cfg.hub_ip, cfg.hub_port)
     except OSError as e:
         raise StartupError(f"cannot listen on {cfg.hub_ip}:{cfg.hub_port}: {e.strerror}") from None
-    http.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
     host = f"[{cfg.hub_ip}]" if ":" in cfg.hub_ip else cfg.hub_ip
-    return http, f"http://{host}:{port}"
+    return sockets, f"http://{host}:{port}"
 
 
 def bind(ip: str, port: int) -> list[socket.socket]:
@@ -147,15 +159,31 @@ def bind(ip: str, port: int) -> list[socket.socket]:
     return bind_sockets(port, address=ip, reuse_port=False)
 
 
+def serve_http(hub: HubContext, sockets: list[socket.socket]) -> HTTPServer:
+    """Step 7: answer requests on the bound sockets."""
+    cfg = hub.config
+    http = HTTPServer(make_app(hub), xheaders=True, max_body_size=max(cfg.api_body_limit,
+                                                                      1024 * 1024))
+    http.add_sockets(sockets)
+    return http
+
+
 async def start(cfg: Config) -> RunningHub:
     """Run every start-up step; raises :class:`StartupError` with a clear message."""
-    hub = build_context(cfg)
-    http, hub_url = listen(hub)
+    from hub.services import wiring
+
+    base = prepare(cfg)
+    sockets, hub_url = bind_hub(cfg)
     try:
-        public_url, tasks = await start_services(hub, hub_url)
-    except Exception:
-        http.stop()
+        hub, public_url = await wiring.build_hub(base, hub_url)
+    except wiring.StartupFailure as e:
+        _close(sockets)
+        raise StartupError(str(e)) from None
+    except BaseException:
+        _close(sockets)
         raise
+    http = serve_http(hub, sockets)
+    tasks = wiring.start_loops(hub)
     log.info("Himalia %s: hub at %s, public URL %s%s", __version__, hub_url, public_url,
              cfg.base_url)
     # Everything built so far lives as long as the hub: keep it out of the cyclic GC's
@@ -166,15 +194,9 @@ async def start(cfg: Config) -> RunningHub:
     return RunningHub(hub, http, hub_url, public_url, tasks)
 
 
-async def start_services(hub: HubContext, hub_url: str) -> tuple[str, list[asyncio.Task[Any]]]:
-    """Proxy, OAuth, server manager, re-attachment and background loops."""
-    from hub.services.wiring import StartupFailure
-    from hub.services.wiring import start_services as wire
-
-    try:
-        return await wire(hub, hub_url)
-    except StartupFailure as e:
-        raise StartupError(str(e)) from None
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
 
 
 async def serve(cfg: Config) -> int:

@@ -31,8 +31,6 @@ SCOPE_TEXT = {
 
 
 def _provider(handler: BaseHandler) -> OAuthProvider:
-    if handler.hub.oauth is None:
-        raise HubError(503, "OAuth is not available", log_message="hub.oauth is not set up")
     return handler.hub.oauth
 
 

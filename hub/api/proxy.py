@@ -79,13 +79,10 @@ class ProxyHandler(APIHandler):
 
     def _parts(self) -> tuple[ProxyLauncher, ProxyClient]:
         self.require("proxy")
-        launcher, client = self.hub.proxy_launcher, self.hub.proxy
-        if launcher is None or client is None:
-            raise HubError(503, "The hub is still starting")
-        return launcher, client
+        return self.hub.proxy_launcher, self.hub.proxy
 
     def _wanted(self) -> dict[str, Route]:
-        return dict(self.hub.wanted_routes() if self.hub.wanted_routes else {})
+        return dict(self.hub.wanted_routes())
 
     async def get(self) -> None:
         _, client = self._parts()

@@ -24,10 +24,10 @@ log = logging.getLogger(__name__)
 async def shut_down(hub: HubContext, proxy: bool, servers: bool) -> None:
     """Stop what was asked for, then signal our own process to exit cleanly."""
     try:
-        if servers and hub.servers is not None:
+        if servers:
             log.info("shutdown: stopping every user server")
             await hub.servers.stop_all()
-        if proxy and hub.proxy_launcher is not None:
+        if proxy:
             log.info("shutdown: stopping the proxy (if the hub started it)")
             await hub.proxy_launcher.stop()
     except Exception:

@@ -13,7 +13,6 @@ Nothing there redirects back to ``/user/...`` automatically, so there is no redi
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from http.client import responses
@@ -22,6 +21,7 @@ from urllib.parse import urlencode
 
 from hub.db.database import transaction
 from hub.handlers.base import PAGE_CSP, BaseHandler, HubError
+from hub.handlers.errors import write_json_error
 from hub.services import names, users
 from hub.services import scopes as sc
 from hub.services import servers as srv
@@ -50,6 +50,7 @@ class ServerView:
     failure: str | None  # user-facing message of the last failed start
     base_url: str
     may_start: bool = False  # the caller may start (and stop) it
+    stop_reason: str | None = None  # why it stopped by itself (a crash), until the next start
 
     @property
     def status(self) -> str:
@@ -122,8 +123,6 @@ class PageHandler(BaseHandler):
 
     @property
     def manager(self) -> srv.ServerManager:
-        if self.hub.servers is None:
-            raise HubError(503, "The hub is still starting; try again in a moment.")
         return self.hub.servers
 
     @property
@@ -141,15 +140,10 @@ class PageHandler(BaseHandler):
         return not self.accepts_html() and "json" in self.request.headers.get("Accept", "")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if not self.wants_json():
+        if self.wants_json():
+            write_json_error(self, status_code, **kwargs)
+        else:
             super().write_error(status_code, **kwargs)
-            return
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "message", None) or responses.get(status_code, "Error")
-        for name, value in getattr(exc, "headers", {}).items():
-            self.set_header(name, value)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"status": status_code, "message": message}))
 
     def load_server(self, name: str, server_name: str, needed: str) -> ServerView:
         """The state of ``name``'s server, if the caller holds ``needed`` on it.
@@ -182,6 +176,7 @@ class PageHandler(BaseHandler):
             ready=bool(mgr.is_ready(canonical, server_name)),
             pending=mgr.pending(canonical, server_name),
             failure=mgr.failure_message(canonical, server_name), base_url=self.base_url,
+            stop_reason=mgr.stop_message(canonical, server_name),
         )
 
     def next_for(self, view: ServerView, raw: str | None = None) -> str:
@@ -224,9 +219,14 @@ class HomeHandler(PageHandler):
         view = self.load_server(self.identity.name, "", "read:servers")
         link = view.pending_url if view.status == "starting" else view.url
         failure = view.failure if view.status == "stopped" else None
+        stop_reason = view.stop_reason if view.status == "stopped" else None
+        spawner = self.manager.spawner(self.identity.name, "")
+        notices = spawner.notices() if spawner is not None and view.status == "running" else []
         self.finish(self.render_template(
             "home.html", user=UserView(self.identity.name, self.identity.admin, view),
-            server=view, server_link=link, spawn_url=view.spawn_url, failure=failure))
+            server=view, server_link=link, spawn_url=view.spawn_url, failure=failure,
+            stop_reason=stop_reason,
+            notices=notices))
 
 
 class SpawnHandler(PageHandler):

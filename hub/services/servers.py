@@ -203,6 +203,10 @@ class ServerManager:
         slot = self._slots.get((user, server))
         return slot.why if slot and slot.state is State.STOPPED else None
 
+    def stop_message(self, user: str, server: str = "") -> str | None:
+        why = self.stop_reason(user, server)
+        return why.message if why else None
+
     def pending_spawns(self) -> int:
         return sum(1 for s in self._slots.values() if s.state.pending == "spawn")
 
@@ -399,9 +403,8 @@ class ServerManager:
         while True:
             status = await spawner.poll()
             if status is not None:
-                why = _exit_reason(spawner)
-                detail = why or f"the server exited during start-up (status {status}); see its log"
-                raise _Failed(f"Spawn failed: {detail}", "process_exited")
+                raise _Failed(f"Spawn failed: the server exited during start-up (status "
+                              f"{status}); see its log", "process_exited")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Failed(f"Spawn failed: the server did not answer within {timeout:g} "

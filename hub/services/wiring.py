@@ -1,16 +1,20 @@
 """Start-up of the hub's running services: proxy, server manager, OAuth, background loops.
 
-Called by :func:`hub.start.start` once the hub listens. Kept apart from the handler-facing
-context so the order of steps reads in one place.
+:func:`build_hub` turns the :class:`~hub.context.Foundation` into a whole
+:class:`~hub.context.HubContext` — called by :func:`hub.start.start` once the hub's port is
+bound and before it serves a request — and :func:`start_loops` starts the background loops.
+Kept apart from the handler-facing context so the order of steps reads in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from hub.context import HubContext
+from hub.context import Foundation, HubContext
 from hub.db.database import transaction
 from hub.services import plugins, rbac
 from hub.services.local_spawner import LocalProcessSpawner
@@ -36,57 +40,62 @@ def spawner_class(spec: str) -> type[Spawner]:
         raise StartupFailure(str(e)) from None
 
 
-def load_rbac(hub: HubContext) -> None:
-    """Apply the ``groups``, ``roles`` and ``services`` settings to the database.
-
-    Synchronous on purpose: it runs before the first ``await`` of start-up, so no request is
-    served before the configured roles are in place.
-    """
+def load_rbac(base: Foundation) -> tuple[dict[str, rbac.Service], dict[str, list[str]]]:
+    """Apply the ``groups``, ``roles`` and ``services`` settings to the database; returns the
+    external services by name and the custom roles' scopes."""
+    cfg = base.config
     try:
-        with transaction(hub.db) as session:
-            hub.external_services = rbac.load_config(session, hub.config)
-            hub.custom_roles = rbac.role_table(session)
+        with transaction(base.db) as session:
+            services = rbac.load_config(session, cfg)
+            roles = rbac.role_table(session)
     except rbac.RBACError as e:
         raise StartupFailure(f"invalid roles, groups or services setting: {e}") from None
     log.info("loaded %d roles, %d groups, %d services from the configuration",
-             len(hub.config.roles), len(hub.config.groups), len(hub.external_services))
+             len(cfg.roles), len(cfg.groups), len(services))
+    return services, roles
 
 
-def service_routes(hub: HubContext) -> dict[str, Route]:
+def service_routes(base_url: str, services: Mapping[str, rbac.Service]) -> dict[str, Route]:
     """``<base_url>services/<name>`` → the service's URL, for services that have one."""
     return {
-        f"{hub.config.base_url}services/{s.name}": Route(s.url, {"service": s.name,
-                                                                  "jupyterhub": True})
-        for s in hub.external_services.values() if s.url
+        f"{base_url}services/{s.name}": Route(s.url, {"service": s.name, "jupyterhub": True})
+        for s in services.values() if s.url
     }
 
 
-async def start_services(hub: HubContext, hub_url: str) -> tuple[str, list[asyncio.Task[Any]]]:
-    """Start or attach the proxy, re-attach servers, start loops; returns the public URL."""
-    cfg = hub.config
-    load_rbac(hub)
+async def build_hub(base: Foundation, hub_url: str) -> tuple[HubContext, str]:
+    """Start or attach the proxy, make the server manager and let it resume every stored
+    server, sync the proxy's routes; returns the whole context and the public URL."""
+    cfg = base.config
+    services, roles = load_rbac(base)
     launcher = ProxyLauncher(cfg, hub_url)
     try:
         proxy = await launcher.start()
     except ProxyError as e:
         raise StartupFailure(f"cannot start the proxy: {e}") from None
-    hub.proxy = proxy
-    hub.oauth = OAuthProvider(hub.db, cfg)
-    servers = ServerManager(cfg, hub.db, proxy, spawner_class(cfg.spawner), hub_url)
-    hub.servers = servers
-    hub.proxy_launcher = launcher
+    servers = ServerManager(cfg, base.db, proxy, spawner_class(cfg.spawner), hub_url)
+    extra = service_routes(cfg.base_url, services)
 
     def wanted() -> dict[str, Route]:
-        return {**service_routes(hub), **servers.wanted_routes()}
+        return {**extra, **servers.wanted_routes()}
 
-    hub.wanted_routes = wanted
+    hub = HubContext(
+        **{f.name: getattr(base, f.name) for f in dataclasses.fields(Foundation)},
+        servers=servers, proxy=proxy, proxy_launcher=launcher,
+        oauth=OAuthProvider(base.db, cfg), wanted_routes=wanted,
+        custom_roles=roles, external_services=services,
+    )
     await servers.reattach()
     try:
         await launcher.check_routes(wanted())
     except ProxyError as e:
         log.error("initial route check failed: %s", e)
-    tasks = [
-        asyncio.create_task(servers.poll_loop(), name="server-poll"),
-        asyncio.create_task(launcher.check_loop(wanted), name="proxy-check"),
+    return hub, launcher.public_url or f"http://{cfg.ip}:{cfg.port}"
+
+
+def start_loops(hub: HubContext) -> list[asyncio.Task[Any]]:
+    """The background loops: server polling and the proxy's route check."""
+    return [
+        asyncio.create_task(hub.servers.poll_loop(), name="server-poll"),
+        asyncio.create_task(hub.proxy_launcher.check_loop(hub.wanted_routes), name="proxy-check"),
     ]
-    return launcher.public_url or f"http://{cfg.ip}:{cfg.port}", tasks

@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import socket
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -110,3 +112,45 @@ def test_killed_proxy_comes_back_with_its_routes(make_hub: Callable[..., HubProc
             return False
 
     assert hub.wait_for(back, timeout=20)
+
+
+def test_start_right_after_health_is_200_succeeds(make_hub: Callable[..., HubProcess],
+                                                  tmp_path: Path) -> None:
+    """``/hub/health`` answers 200 only once the hub can start servers: a start sent the
+    moment health first says 200 (while a restarted hub re-attaches a running server) never
+    gets 503 "still starting"."""
+    data = tmp_path / "health"
+    port = _free_port()
+    args = ["--hub-port", str(port)]
+    hub = make_hub(data_dir=data, extra_args=args)
+    early, _ = hub.new_user("early")
+    running, _ = hub.new_user("running")
+    _start(hub, running)  # something for the restarted hub to re-attach
+    token = hub.admin_token
+    hub.stop()
+
+    base = f"http://127.0.0.1:{port}{hub.base_path}hub/"
+    seen: dict[str, int] = {}
+
+    def race() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                health = requests.get(base + "health", timeout=5)
+            except requests.RequestException:  # not listening yet, or the answer is slow
+                time.sleep(0.005)
+                continue
+            if health.status_code == 200:
+                r = requests.post(base + f"api/users/{early}/server", timeout=60,
+                                  headers={"Authorization": f"token {token}"})
+                seen["start"] = r.status_code
+                return
+            seen["health"] = health.status_code
+
+    racer = threading.Thread(target=race)
+    racer.start()
+    again = make_hub(data_dir=data, extra_args=args)
+    racer.join(90)
+    assert seen.get("start") in (201, 202), (seen, again.log_text()[-3000:])
+    assert "health" not in seen  # never anything but 200 (or no answer yet)
+    assert again.wait_for(lambda: again.api("GET", f"/users/{early}").json()["server"])

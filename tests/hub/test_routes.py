@@ -12,9 +12,8 @@ import requests
 
 from hub import config
 from hub.api.base import APIHandler
-from hub.app import StaticHandler, collect_routes
+from hub.app import StaticHandler, route_table
 from hub.handlers.base import BaseHandler
-from hub.start import build_context
 from tests.hubproc import HubProcess
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -23,7 +22,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 def _routes(tmp: Path) -> list[tuple[str, Any]]:
     cfg = config.load(environ={}).replace(data_dir=str(tmp), create_first_admin=False,
                                           base_url="/my%20hub@x/")
-    return [(pattern, handler) for pattern, handler, _ in collect_routes(build_context(cfg))]
+    return route_table(cfg)
 
 
 def _example_path(pattern: str) -> str:

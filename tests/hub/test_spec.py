@@ -19,11 +19,10 @@ from openapi_spec_validator import validate
 from tornado.web import RequestHandler
 
 from hub import API_VERSION, config
-from hub.app import collect_routes
+from hub.app import route_table
 from hub.handlers.base import BaseHandler
 from hub.paths import api_spec_file
 from hub.services import scopes as sc
-from hub.start import build_context
 from tests.hubproc import HubProcess
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "rest-api.yml"
@@ -48,12 +47,13 @@ def code_routes(tmp_path_factory: pytest.TempPathFactory) -> Routes:
     cfg = config.load(environ={}).replace(data_dir=str(tmp), create_first_admin=False,
                                           base_url="/")
     out: Routes = {}
-    for pattern, handler, _ in collect_routes(build_context(cfg)):
+    for pattern, handler in route_table(cfg):
         template = _template(pattern)
         if template is None:
             continue
         methods = {m for m in METHODS if _implemented(handler, m)}
         assert template not in out, f"two API routes for {template}"
+        assert issubclass(handler, BaseHandler), pattern
         out[template] = (methods, handler)
     return out
 
