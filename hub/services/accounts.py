@@ -89,6 +89,12 @@ class AccountPolicy:
     def check_name(self, user: str) -> None:
         """Raise :class:`AccountError` if ``user`` cannot have an account (at user creation)."""
 
+    def check_rename(self, new_name: str) -> None:
+        """Raise :class:`AccountError` if users may not be renamed (to ``new_name``)."""
+        if self.switches:
+            raise AccountError("users cannot be renamed while each has a Unix account of "
+                               "their own: the account and its files would not follow")
+
     async def ensure(self, user: str) -> Account:
         """The account to run ``user``'s server as, creating it if the policy does."""
         return Account.current()

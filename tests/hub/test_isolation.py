@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from hub.services import procinfo
+from hub.services import cgroups, procinfo
 from tests import unixaccounts
 from tests.hubproc import HubProcess
 from tests.kernelclient import KernelClient
@@ -167,7 +167,7 @@ def test_alice_cannot_touch_the_hub_or_bob(iso: dict[str, Any]) -> None:
 def test_the_hubs_files_are_private(iso: dict[str, Any]) -> None:
     data: Path = iso["data"]
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
-    for f in data.iterdir():
+    for f in data.rglob("*"):
         mode = stat.S_IMODE(f.stat().st_mode)
         assert f.stat().st_uid == 0, f
         assert mode & 0o077 == 0, (f, oct(mode))
@@ -192,6 +192,9 @@ def test_account_names_are_checked_when_users_are_created(iso: dict[str, Any]) -
     r = hub.api("POST", "/users", json={"usernames": ["fine-name", "not@fine"]})
     assert r.status_code == 400 and "not@fine" in r.json()["message"]
     assert hub.api("GET", "/users/fine-name").status_code == 404  # all or nothing
+    assert hub.api("POST", "/users/carl").status_code == 201
+    r = hub.api("PATCH", "/users/carl", json={"name": "carlos"})
+    assert r.status_code == 400 and "cannot be renamed" in r.json()["message"]
 
 
 def test_restarted_hub_reattaches_and_stops_other_uids(iso: dict[str, Any]) -> None:
@@ -217,22 +220,29 @@ def test_memory_hog_is_killed_and_reported(tmp_path: Path) -> None:
     prefix = unixaccounts.unique_prefix()
     world = unixaccounts.world_dir()
     hub = HubProcess(world / "data", extra_args=[
-        "--accounts", "create", "--account-prefix", prefix, "--mem-limit", "300M"])
+        "--accounts", "create", "--account-prefix", prefix, "--mem-limit", "300M",
+        "--cpu-limit", "0.5"])
     try:
         hub.start()
         hog, password = hub.new_user("hog")
         model = start_server(hub, hog)
-        group = Path("/sys/fs/cgroup/memory/himalia", model["state"]["cgroup"])
-        assert int((group / "memory.limit_in_bytes").read_text()) == 300 << 20
-        assert model["state"]["pid"] in {int(p) for p in (group / "cgroup.procs").read_text()
-                                         .split()}
+        groups = cgroups.Cgroups("/sys/fs/cgroup", cgroups.Limits(300 << 20, 0.5)).group(
+            model["state"]["cgroup"])
+        if groups.version == 1:
+            memory, cpu = groups.dirs
+            assert int((memory / "memory.limit_in_bytes").read_text()) == 300 << 20
+            assert int((cpu / "cpu.cfs_quota_us").read_text()) == 50_000
+        else:
+            assert int((groups.dirs[0] / "memory.max").read_text()) == 300 << 20
+            assert (groups.dirs[0] / "cpu.max").read_text().split() == ["50000", "100000"]
+        assert model["state"]["pid"] in groups.pids()
+        group = groups.dirs[0]
         client = KernelClient(server_url(hub, hog), hub.make_token(hog))
         assert client.run_json("import json; print(json.dumps(1))") == 1
         died = client.execute("hog = b'x' * (800 << 20)\nprint('survived')", timeout=120)
         assert "survived" not in died.stdout
         assert died.status in ("dead", "restarting"), died
-        assert int((group / "memory.oom_control").read_text().split("oom_kill ")[1].split()[0]) \
-            >= 1
+        assert groups.oom_kills() >= 1
         home = hub.login(hog, password).get(hub.url + "hub/home", timeout=30).text
         assert "went over its memory limit (300 MiB)" in home
         assert hub.api("DELETE", f"/users/{hog}/server").status_code in (202, 204)
