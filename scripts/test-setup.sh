@@ -26,4 +26,19 @@ if [ "$(id -u)" = 0 ] && { command -v pg_ctl >/dev/null || [ -d /usr/lib/postgre
 else
     rm -f "$state/pg_url"
 fi
+# Users' servers run as their own accounts in the tests: those accounts must reach the venv.
+if [ "$(id -u)" = 0 ]; then
+    venv_python="$here/../.venv/bin/python"
+    if ! setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$venv_python" -c pass 2>/dev/null; then
+        if [ "${CI:-}" = true ]; then
+            # A throwaway CI machine: let other accounts traverse (not list) the checkout's parents.
+            dir=$(cd "$here/.." && pwd)
+            while [ "$dir" != / ]; do chmod o+x "$dir"; dir=$(dirname "$dir"); done
+            echo "test-setup: made the checkout's parent directories traversable for test accounts"
+        else
+            echo "test-setup: other accounts cannot run $venv_python (a parent directory is private);" >&2
+            echo "test-setup: the per-user account tests will fail; clone under a traversable path" >&2
+        fi
+    fi
+fi
 echo "test-setup: done"
