@@ -18,7 +18,6 @@ resolves the account when a server starts (:meth:`AccountPolicy.ensure`).
 from __future__ import annotations
 
 import asyncio
-import grp
 import logging
 import os
 import pwd
@@ -252,19 +251,14 @@ def access_problem(acct: Account, path: str) -> str | None:
         if target in seen:
             continue
         seen.add(target)
-        for parent in reversed(Path(target).parents):
+        for step in [*reversed(Path(target).parents), Path(target)]:
             try:
-                st = os.stat(parent)
+                st = os.stat(step)
             except OSError:
-                return f"{parent} does not exist"
+                return f"{step} does not exist"
             if not _allows(st, acct, x):
-                return f"{parent} is not accessible to the account {acct.name}"
-        try:
-            st = os.stat(target)
-        except OSError:
-            return f"{target} does not exist"
-        if not _allows(st, acct, x):
-            return f"{target} is not executable by the account {acct.name}"
+                what = "executable by" if step == Path(target) else "accessible to"
+                return f"{step} is not {what} the account {acct.name}"
         interpreter = _shebang(target)
         if interpreter:
             if not _allows(st, acct, r):
@@ -283,11 +277,3 @@ def _shebang(path: str) -> str | None:
         return None
     words = head[2:].split(b"\n", 1)[0].split()
     return os.fsdecode(words[0]) if words else None
-
-
-def group_name(gid: int) -> str:
-    """A group's name, or its number when it has none."""
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
