@@ -7,7 +7,9 @@ Cookie-authenticated calls (the browser) must carry the XSRF token on every meth
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # orjson encodes a 200-user page about 12x faster than json.dumps (compact, UTF-8 as is).
@@ -15,6 +17,7 @@ from orjson import dumps as _dumps
 from tornado import web
 
 from hub.handlers.base import BaseHandler, HubError
+from hub.handlers.errors import write_json_error
 from hub.services import scopes as sc
 
 JSON_TYPES = ("application/json", "")
@@ -31,6 +34,7 @@ class APIHandler(BaseHandler):
     """
 
     _too_large = False
+    _deferred_error: HubError | None = None
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -52,29 +56,23 @@ class APIHandler(BaseHandler):
         if self.request.connection is not None:
             # Let an over-long body drain (discarded) so we can still answer 413.
             self.request.connection.set_max_body_size(drain)  # type: ignore[attr-defined]
-        error: HubError | None = None
         try:
             self._authorize_request(length)
         except HubError as e:
-            error = e
-        self._after_body(error)
+            # Answered only once the (bounded) body has been read, by the method's guard (see
+            # _after_body): closing a socket with unread data makes the kernel send a reset,
+            # which can destroy the response in flight.
+            self._deferred_error = e
 
-    def _after_body(self, error: HubError | None) -> None:
-        """Run the checks that must wait for the body before the handler's method.
+    def _after_body(self) -> None:
+        """The checks that must wait for the body; every HTTP method runs this first."""
+        if self._deferred_error is not None:
+            raise self._deferred_error
+        self.check_body_size()
 
-        Errors are answered only once the (bounded) body has been read: closing a socket with
-        unread data makes the kernel send a reset, which can destroy the response in flight.
-        """
-        name = (self.request.method or "GET").lower()
-        method = getattr(self, name)
-
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            if error is not None:
-                raise error
-            self.check_body_size()
-            return method(*args, **kwargs)
-
-        setattr(self, name, guarded)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _guard_methods(cls, cls.__dict__)
 
     def _authorize_request(self, length: str) -> None:
         super().prepare()
@@ -149,23 +147,37 @@ class APIHandler(BaseHandler):
         self.finish(_dumps(data))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "message", None)
-        if message is None:
-            message = self._reason if isinstance(exc, web.HTTPError) else "Internal server error"
-        for name, value in getattr(exc, "headers", {}).items():
-            self.set_header(name, value)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"status": status_code, "message": message}))
+        write_json_error(self, status_code, **kwargs)
 
     # --- authorization ---------------------------------------------------------------------
-    def require(self, needed: str, res: sc.Resource | None = None, *,
-                hide: bool = True) -> None:
-        """403 (or 404 when ``hide`` and the caller may not even see it) unless allowed."""
+    def require(self, needed: str, res: sc.Resource | None = None) -> None:
+        """403 unless the caller holds ``needed`` (on ``res``, for a filtered scope).
+
+        Hiding a resource the caller may not see (404) is the caller's check, made first.
+        """
         assert self.identity is not None
         if self.identity.can(needed, res):
             return
         raise HubError(403, f"Action is not authorized with current scopes; requires {needed}")
+
+
+def _guard_methods(cls: type[APIHandler], names: Mapping[str, Any]) -> None:
+    """Make each HTTP method of ``cls`` found in ``names`` run :meth:`APIHandler._after_body`
+    before its own code (Tornado calls the method once the streamed body is in)."""
+    for verb in cls.SUPPORTED_METHODS:
+        method = names.get(verb.lower())
+        if callable(method) and not getattr(method, "_guarded", False):
+            setattr(cls, verb.lower(), _guarded(method))
+
+
+def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def run(self: APIHandler, *args: Any, **kwargs: Any) -> Any:
+        self._after_body()
+        return method(self, *args, **kwargs)
+
+    run._guarded = True  # type: ignore[attr-defined]
+    return run
 
 
 def _type_ok(value: Any, typ: type | tuple[type, ...]) -> bool:
@@ -175,3 +187,8 @@ def _type_ok(value: Any, typ: type | tuple[type, ...]) -> bool:
     if float in types and isinstance(value, int) and not isinstance(value, bool):
         return True
     return isinstance(value, types)
+
+
+# Tornado's own methods (405 for those a handler lacks) answer a deferred error first, too.
+_guard_methods(APIHandler, {m.lower(): getattr(web.RequestHandler, m.lower())
+                            for m in APIHandler.SUPPORTED_METHODS})

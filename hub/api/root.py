@@ -9,7 +9,7 @@ from hub.api.base import APIHandler
 from hub.api.models import service_model, user_model
 from hub.db.database import transaction
 from hub.handlers.base import HubError
-from hub.services import users
+from hub.services import plugins, users
 
 
 class RootHandler(APIHandler):
@@ -34,19 +34,18 @@ class HealthHandler(APIHandler):
 
 
 class InfoHandler(APIHandler):
-    """``GET /hub/api/info`` — versions and the configured authenticator and spawner."""
+    """``GET /hub/api/info`` — versions, and the authenticator and spawner classes in use
+    (``module.QualName``) with the versions of the packages that provide them."""
 
     def get(self) -> None:
         self.require("read:hub")
-        cfg = self.hub.config
         self.write_json({
             "version": API_VERSION,
             "himalia_version": __version__,
             "python": sys.version,
             "sys_executable": sys.executable,
-            "authenticator": {"class": type(self.hub.authenticator).__qualname__,
-                              "version": __version__},
-            "spawner": {"class": str(cfg.spawner), "version": __version__},
+            "authenticator": plugins.describe(type(self.hub.authenticator)),
+            "spawner": plugins.describe(self.hub.servers.spawner_class),
         })
 
 

@@ -33,6 +33,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 
 from hub.config import Config
+from hub.secrets_store import write_private
 from hub.services import procinfo
 from hub.services.server_names import PATH_SAFE, url_base
 from hub.services.tokens import new_secret
@@ -206,16 +207,6 @@ def proxy_command() -> list[str]:
     return [sys.executable, "-m", "proxy"]
 
 
-def _write_private(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON readable by our user only, atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.chmod(tmp, 0o600)  # in case it existed with other permissions
-    os.replace(tmp, path)
-
-
 class ProxyLauncher:
     """Starts ``himalia-proxy`` or attaches to a running proxy; see the module docstring.
 
@@ -299,7 +290,7 @@ class ProxyLauncher:
                                   "token": self._token}
         if self.pid is not None:  # absent once stopped: nothing to attach to, nothing to kill
             record.update(pid=self.pid, start_time=self.start_time)
-        _write_private(self.record_path, record)
+        write_private(self.record_path, json.dumps(record))
 
     def _compatible(self, record: Mapping[str, Any]) -> bool:
         """Whether the recorded proxy listens where the configuration now asks."""

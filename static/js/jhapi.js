@@ -5,19 +5,20 @@
 // name put into a path goes through encodeURIComponent.  Calls use the login cookie (same
 // origin) and always carry the X-XSRFToken header, which the hub requires on every method.
 //
-//   import * as jhapi from "./jhapi.js";
-//   await jhapi.getUser("alice");            // user model
-//   await jhapi.startServer("alice");        // {status: 201|202, data}
-//   await jhapi.stopServer("alice");         // {status: 204|202, data}
-//   new EventSource(jhapi.progressUrl("alice"));
+//   import { getUser, stopServer, progressUrl } from "./jhapi.js";
+//   await getUser("alice");                  // user model
+//   await stopServer("alice");               // {status: 204|202, data}
+//   new EventSource(progressUrl("alice"));
 // Failed calls reject with APIError(status, message) carrying the hub's {status, message}.
+// Only what a page imports is exported (tests/hub/test_pages.py checks): servers start
+// through the spawn page's form, and server URLs come from the hub, which encodes them.
 
 const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? "";
 
 /** The hub's public base URL, e.g. "/" or "/my%20hub@x/" (encoded, ends with "/"). */
-export const baseUrl = meta("base-url") || "/";
+const baseUrl = meta("base-url") || "/";
 /** "<baseUrl>hub/": where the pages and the API live. */
-export const prefix = meta("hub-prefix") || `${baseUrl}hub/`;
+const prefix = meta("hub-prefix") || `${baseUrl}hub/`;
 const xsrfToken = meta("xsrf-token");
 
 const enc = encodeURIComponent;
@@ -31,24 +32,9 @@ export class APIError extends Error {
   }
 }
 
-/** The logged-in user's name (from <body data-user>), or "". */
-export function currentUser() {
-  return document.body?.dataset.user ?? "";
-}
-
 /** Full URL of an API path such as "users/alice" (no leading slash). */
-export function apiUrl(path) {
+function apiUrl(path) {
   return `${prefix}api/${path}`;
-}
-
-/** Full URL of a hub page such as "home". */
-export function pageUrl(path) {
-  return `${prefix}${path}`;
-}
-
-/** Where a user's server lives: "<baseUrl>user/<name>/[<server>/]". */
-export function userUrl(user, server = "") {
-  return `${baseUrl}user/${enc(user)}/${server ? `${enc(server)}/` : ""}`;
 }
 
 function serverPath(user, server = "") {
@@ -59,7 +45,7 @@ function serverPath(user, server = "") {
  * Call the API.  Resolves to {status, data} (data: parsed JSON body, or null when empty);
  * rejects with APIError on any non-2xx answer.
  */
-export async function request(path, { method = "GET", body } = {}) {
+async function request(path, { method = "GET", body } = {}) {
   const headers = { Accept: "application/json", "X-XSRFToken": xsrfToken };
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
   if (body !== undefined) {
@@ -83,11 +69,6 @@ export async function request(path, { method = "GET", body } = {}) {
 /** The user model of `user` (JupyterHub's shape: servers, pending, admin...). */
 export async function getUser(user) {
   return (await request(`users/${enc(user)}`)).data;
-}
-
-/** Start a server: {status: 201} once ready, {status: 202} while still starting. */
-export function startServer(user, server = "", options = {}) {
-  return request(serverPath(user, server), { method: "POST", body: options });
 }
 
 /** Stop a server: {status: 204} once stopped, {status: 202} while still stopping. */

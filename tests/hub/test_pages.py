@@ -395,3 +395,16 @@ def test_scripts_never_write_html(script: str) -> None:
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in text, f"{script} uses {sink}"
     assert "jquery" not in text.lower()
+
+
+def test_jhapi_exports_only_what_pages_import() -> None:
+    """No dead exports in the one browser client (a stale helper once encoded ``@`` in
+    server URLs differently from the hub)."""
+    js = Path(__file__).resolve().parents[2] / "static" / "js"
+    exported = set(re.findall(r"^export (?:async )?(?:function|class|const) (\w+)",
+                              (js / "jhapi.js").read_text(), re.M))
+    imported: set[str] = set()
+    for page in js.glob("*.js"):
+        for names in re.findall(r'import \{([^}]*)\} from "\./jhapi\.js"', page.read_text()):
+            imported.update(n.strip() for n in names.split(",") if n.strip())
+    assert exported == imported
