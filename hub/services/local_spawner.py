@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -250,7 +251,9 @@ class LocalProcessSpawner(Spawner):
     def _explain(self, status: int) -> str:
         """A user-safe reason for an exit with ``status`` (read before the cgroup goes)."""
         group = self._group()
-        if group is not None and group.oom_kills() > 0:
+        # The OOM killer sends SIGKILL; the wrapper's sh is gone by then (exec), so the status
+        # is the server's own.
+        if status == -signal.SIGKILL and group is not None and group.oom_kills() > 0:
             limit = cgroups.Limits.from_config(self.config).mem_bytes
             size = f" (limit {cgroups.human_size(limit)})" if limit else ""
             return f"the server ran out of memory{size} and was stopped by the kernel"

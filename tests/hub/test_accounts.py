@@ -186,3 +186,33 @@ def test_first_admin_password_file_can_be_off(tmp_path: Path) -> None:
         assert not (tmp_path / "data" / "admin-password").exists()
     finally:
         hub.cleanup()
+
+
+async def test_a_server_killed_for_its_memory_says_so(tmp_path: Path) -> None:
+    """The server process itself over ``mem_limit``: the kernel kills it, and the spawner's
+    exit reason (shown on the home page) says why; its cgroup is gone after stop()."""
+    import asyncio
+
+    from hub.services.local_spawner import LocalProcessSpawner
+
+    unixaccounts.require_root()
+    hog = "import time; b = b'x' * (200 << 20); time.sleep(30)"
+    cfg = Config(data_dir=str(tmp_path / "data"), accounts="hub", mem_limit="64M",
+                 singleuser_cmd=[sys.executable, "-c", hog])
+    sp = LocalProcessSpawner(cfg, "alice", hub_api_url="http://127.0.0.1:1/hub/api")
+    sp.api_token = "t"
+    await sp.start()
+    group = cgroups.manager(cfg)
+    assert group is not None and sp.cgroup is not None
+    dirs = group.group(sp.cgroup).dirs
+    try:
+        for _ in range(200):
+            if await sp.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert await sp.poll() == -9
+        assert sp.exit_reason() == \
+            "the server ran out of memory (limit 64 MiB) and was stopped by the kernel"
+    finally:
+        await sp.stop(now=True)
+    assert not any(d.exists() for d in dirs)
