@@ -292,7 +292,8 @@ class ServerManager:
             if remaining is not None and remaining <= 0:
                 return False
             try:
-                await asyncio.wait_for(changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
             except TimeoutError:
                 return self.is_ready(user, server)
 
@@ -350,7 +351,10 @@ class ServerManager:
         forward = asyncio.ensure_future(self._forward_progress(slot, spawner))
         try:
             try:
-                target = await asyncio.wait_for(spawner.start(), cfg.spawn_start_timeout)
+                # Not wait_for: on Python 3.11 it returns the result of an inner call that has
+                # just finished and swallows a stop()'s cancellation arriving at that moment.
+                async with asyncio.timeout(cfg.spawn_start_timeout):
+                    target = await spawner.start()
             except TimeoutError:
                 raise _Failed(f"Spawn failed: the server did not start within "
                               f"{cfg.spawn_start_timeout:g} seconds", "start_timeout") from None

@@ -322,6 +322,25 @@ def test_failed_spawn_shows_message(make_hub: Callable[..., HubProcess], tmp_pat
 
 
 # --- error pages ----------------------------------------------------------------------------
+def test_server_that_stops_by_itself_shows_why(phub: HubProcess) -> None:
+    """A server whose process ends on its own: the home page says why, until the next start."""
+    name, s = logged_in(phub)
+    assert spawn_post(phub, s, name).status_code == 303
+    wait_ready(phub, name)
+    model = phub.api("GET", f"/users/{quote(name, safe='')}").json()
+    mockserver.kill_pid(model["servers"][""]["state"]["pid"])
+    phub.wait_for(lambda: 'data-state="stopped"' in s.get(phub.url + "hub/home",
+                                                           timeout=10).text)
+    home = s.get(phub.url + "hub/home", timeout=10).text
+    match = re.search(r'id="stop-reason"[^>]*>Why it stopped: ([^<]+)<', home)
+    assert match and "the server" in match.group(1), home
+    assert 'id="spawn-failure"' not in home  # it did start: a stop, not a failed start
+    assert spawn_post(phub, s, name).status_code == 303
+    assert 'id="stop-reason"' not in s.get(phub.url + "hub/home", timeout=10).text
+    wait_ready(phub, name)
+    stop(phub, name)
+
+
 @pytest.mark.parametrize(("code", "status"), [("404", 404), ("503", 503), ("999", 404)])
 def test_proxy_error_target(phub: HubProcess, code: str, status: int) -> None:
     r = requests.get(f"{phub.url}hub/error/{code}", params={"url": "/<script>x</script>"},

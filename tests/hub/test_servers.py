@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from hub.config import Config, load
 from hub.db.database import check_schema, make_engine, make_sessionmaker, transaction
 from hub.db.models import APIToken, OAuthClient, Server, User
-from hub.services import tokens
+from hub.services import lifecycle, tokens
+from hub.services.lifecycle import State
 from hub.services.local_spawner import LocalProcessSpawner
 from hub.services.proxy_client import ProxyClient, ProxyError, ProxyLauncher, route_key
 from hub.services.server_names import route_path, server_prefix
@@ -364,6 +365,7 @@ async def test_stop_during_pending_start(env: Env) -> None:
     assert await mgr.stop("alice")
 
 
+@pytest.mark.allow_error_logs(r"the route of .* failed: fake proxy is down")
 async def test_proxy_failure_during_start_cleans_up(env: Env) -> None:
     proxy = FakeProxy()
     mgr = env.manager(proxy=proxy)
@@ -454,3 +456,127 @@ async def test_route_in_the_real_proxy_and_proxy_restart(env: Env,
     assert route_key(route_path(BASE, ODD)) not in await launcher.client.get_routes()
     status, _ = await asyncio.to_thread(mockserver.http_get, launcher.public_url + prefix)
     assert status != 200
+
+
+# --- the lifecycle: one stored state, a reason on every failure --------------------------
+class ExplainingSpawner(LocalProcessSpawner):
+    """Explains every exit like a spawner that watched its memory limit would."""
+
+    def exit_reason(self) -> str | None:
+        return "the server ran out of memory (limit 512 MiB)"
+
+
+def test_lifecycle_transitions_are_checked() -> None:
+    assert [s.pending for s in State] == ["spawn", "spawn", None, "stop", None, None]
+    lifecycle.check(State.STOPPED, State.REQUESTED)
+    lifecycle.check(State.STARTING, State.STOPPING)
+    lifecycle.check(State.STOPPING, State.FAILED)
+    for old, new in [(State.STOPPED, State.RUNNING), (State.RUNNING, State.STOPPED),
+                     (State.FAILED, State.STARTING), (State.RUNNING, State.REQUESTED)]:
+        with pytest.raises(lifecycle.InvalidTransition):
+            lifecycle.check(old, new)
+    assert lifecycle.parse("from-a-newer-hub") is State.STOPPED
+
+
+async def test_every_state_is_stored(env: Env) -> None:
+    mgr = env.manager("slow", delay=1.0)
+    seen: list[tuple[str, str | None]] = []
+    await mgr.start("alice")
+    while not mgr.is_ready("alice"):
+        row = env.row("alice")
+        if not seen or seen[-1] != (row.lifecycle, row.stop_reason):
+            seen.append((row.lifecycle, row.stop_reason))
+        await asyncio.sleep(0.02)
+    assert env.row("alice").lifecycle == "running" and mgr.state("alice") is State.RUNNING
+    assert seen[0][0] in ("requested", "starting") and ("starting", None) in seen
+    assert await mgr.stop("alice")
+    row = env.row("alice")
+    assert (row.lifecycle, row.stop_reason, row.stop_message) == ("stopped", None, None)
+    assert mgr.stop_reason("alice") is None  # a stop someone asked for has no reason
+
+
+async def test_failed_start_is_stored_with_its_reason(env: Env) -> None:
+    mgr = env.manager("crash")
+    await mgr.start("carol")
+    assert not await mgr.wait_ready("carol", timeout=10)
+    row = env.row("carol")
+    assert (row.lifecycle, row.stop_reason) == ("failed", "process_exited")
+    assert row.stop_message is not None and "status 3" in row.stop_message
+    assert mgr.state("carol") is State.FAILED and mgr.pending("carol") is None
+
+
+async def test_crash_reason_from_the_spawner_is_kept_until_the_next_start(env: Env) -> None:
+    mgr = env.manager(spawner=ExplainingSpawner)
+    await mgr.start("bob")
+    assert await mgr.wait_ready("bob", timeout=10)
+    mockserver.kill_pid(pid_of(mgr, "bob"))
+    assert await mgr.poll_all() == [("bob", "")]
+    why = mgr.stop_reason("bob")
+    assert why is not None and why.reason == "crashed"
+    assert why.message == "the server ran out of memory (limit 512 MiB)"
+    assert mgr.failure("bob") is None  # it ran: a stop, not a failed start
+    assert (await collect(mgr, "bob")) == [why.event()]
+    row = env.row("bob")
+    assert (row.lifecycle, row.stop_reason, row.stop_message) == ("stopped", "crashed",
+                                                                  why.message)
+    assert_clean(env, mgr, "bob")
+
+    restarted = env.manager(spawner=ExplainingSpawner)  # a restarted hub still says why
+    await restarted.reattach()
+    assert restarted.stop_message("bob") == why.message
+
+    await restarted.start("bob")  # the next start forgets it
+    assert restarted.stop_reason("bob") is None
+    assert env.row("bob").stop_message is None
+    assert await restarted.wait_ready("bob", timeout=10)
+
+
+async def test_generic_reason_without_an_explanation(env: Env) -> None:
+    class Mute(LocalProcessSpawner):
+        def exit_reason(self) -> str | None:
+            return None
+
+    mgr = env.manager(spawner=Mute)
+    await mgr.start("dave")
+    assert await mgr.wait_ready("dave", timeout=10)
+    mockserver.kill_pid(pid_of(mgr, "dave"))
+    await mgr.poll_all()
+    assert mgr.stop_message("dave") is not None
+    assert mgr.stop_message("dave", "").startswith("the server stopped unexpectedly (exit status")
+
+
+async def test_a_restarted_hub_resumes_a_start(env: Env) -> None:
+    """A hub that stopped while a server was starting finishes that start when it comes back."""
+    starting = LocalProcessSpawner(env.config("slow", delay=1.0), "alice",
+                                   hub_api_url=HUB_URL + "/hub/api")
+    starting.api_token = "t"
+    target = await starting.start()  # the process exists; the hub "died" before it answered
+    assert starting.pid
+    env.pids.append(starting.pid)
+    with transaction(env.db) as session:
+        alice = session.scalar(select(User).where(User.name == "alice"))
+        session.add(Server(user=alice, name="", lifecycle="starting",
+                           state={**starting.get_state(), "target": target}))
+
+    mgr = env.manager("slow", delay=1.0)
+    await mgr.reattach()
+    assert mgr.pending("alice") == "spawn" and mgr.state("alice") is State.STARTING
+    assert await mgr.wait_ready("alice", timeout=10)
+    assert pid_of(mgr, "alice") == starting.pid
+    row = env.row("alice")
+    assert row.lifecycle == "running" and row.started is not None
+    assert isinstance(mgr.proxy, FakeProxy) and route_path(BASE, "alice") in mgr.proxy.routes
+    assert await mgr.stop("alice")
+    assert await starting.poll() is not None
+
+
+async def test_a_start_interrupted_before_the_process_existed_fails(env: Env) -> None:
+    with transaction(env.db) as session:
+        bob = session.scalar(select(User).where(User.name == "bob"))
+        session.add(Server(user=bob, name="", lifecycle="requested", state={}))
+    mgr = env.manager()
+    await mgr.reattach()
+    failure = mgr.failure("bob")
+    assert failure is not None and failure.reason == "interrupted"
+    assert env.row("bob").lifecycle == "failed"
+    assert_clean(env, mgr, "bob")
