@@ -150,7 +150,7 @@ class UserHandler(APIHandler):
                 raise HubError(403, "Only admins may grant admin or modify admins")
             try:
                 users.modify(session, user, name=data.get("name"), admin=data.get("admin"),
-                             check=self.hub.accounts.check_name)
+                             check=self.hub.accounts.check_rename)
             except UserError as e:
                 raise _user_error(e) from None
             self.write_json(user_model(self, user))

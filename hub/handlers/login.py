@@ -63,7 +63,12 @@ class LoginHandler(BaseHandler):
             if user is None:
                 if self.hub.authenticator.manages_passwords:
                     raise HubError(403, BAD_LOGIN)  # native accounts are created by admins
-                user = users.create(session, authenticated)
+                try:
+                    user = users.create(session, authenticated,
+                                        check=self.hub.accounts.check_name)
+                except users.UserError as e:
+                    log.warning("login of %s refused: %s", scrub(authenticated, 64), e)
+                    raise HubError(403, str(e)) from None
             key = ident.new_session(session, user, self.hub.config.cookie_max_age_days)
         self.set_login_cookie(key)
         log.info("user %s logged in from %s", scrub(authenticated, 64), ip)

@@ -402,10 +402,8 @@ class ProxyLauncher:
             self._proc.poll()  # collect our child (its status, or ECHILD if reaped elsewhere)
         return False
 
-    def _reap(self, pid: int) -> int | None:
-        if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll()
-        return procinfo.reap(pid)
+    def _reap(self, pid: int) -> object:
+        return procinfo.popen_reaper(self._proc)(pid)
 
     async def ensure_running(self) -> bool:
         """Restart the proxy if it is ours and died (same ports and token); True if restarted."""

@@ -6,7 +6,7 @@ Errors are :class:`UserError` subclasses whose message is safe to show to the ca
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -21,6 +21,21 @@ class UserError(ValueError):
     """A user operation failed; ``status`` is the HTTP status an API should answer."""
 
     status = 400
+
+
+#: Raises ``ValueError`` (safe to show) for a name the hub's account policy cannot use; see
+#: :meth:`hub.services.accounts.AccountPolicy.check_name`.
+NameCheck = Callable[[str], None]
+
+
+def _clean(raw: str, check: NameCheck | None) -> str:
+    try:
+        clean = names.clean_username(raw)
+        if check is not None:
+            check(clean)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return clean
 
 
 class UserExists(UserError):
@@ -48,12 +63,10 @@ def require(session: Session, name: str) -> User:
     return user
 
 
-def create(session: Session, name: str, admin: bool = False, password: str | None = None) -> User:
+def create(session: Session, name: str, admin: bool = False, password: str | None = None,
+           check: NameCheck | None = None) -> User:
     """Create one user; raises :class:`UserExists` or :class:`UserError` for a bad name."""
-    try:
-        clean = names.clean_username(name)
-    except names.NameError_ as e:
-        raise UserError(str(e)) from None
+    clean = _clean(name, check)
     if session.scalar(select(User.id).where(User.name == clean)) is not None:
         raise UserExists(f"user {clean} already exists")
     user = User(name=clean, admin=admin)
@@ -64,13 +77,14 @@ def create(session: Session, name: str, admin: bool = False, password: str | Non
     return user
 
 
-def create_many(session: Session, raw_names: Iterable[str], admin: bool = False) -> list[User]:
+def create_many(session: Session, raw_names: Iterable[str], admin: bool = False,
+                check: NameCheck | None = None) -> list[User]:
     """Create several users at once; all or nothing."""
     cleaned: list[str] = []
     for raw in raw_names:
         try:
-            cleaned.append(names.clean_username(raw))
-        except names.NameError_ as e:
+            cleaned.append(_clean(raw, check))
+        except UserError as e:
             raise UserError(f"{e}: {raw[:64]!r}") from None
     if len(set(cleaned)) != len(cleaned):
         raise UserError("duplicate usernames in request")
@@ -97,18 +111,15 @@ def delete(session: Session, user: User) -> None:
     session.flush()
 
 
-def rename(session: Session, user: User, new_name: str) -> None:
-    try:
-        clean = names.clean_username(new_name)
-    except names.NameError_ as e:
-        raise UserError(str(e)) from None
+def rename(session: Session, user: User, new_name: str, check: NameCheck | None = None) -> None:
+    clean = _clean(new_name, check)
     if clean != user.name and session.scalar(select(User.id).where(User.name == clean)):
         raise UserExists(f"user {clean} already exists")
     user.name = clean
 
 
 def modify(session: Session, user: User, name: str | None = None,
-           admin: bool | None = None) -> None:
+           admin: bool | None = None, check: NameCheck | None = None) -> None:
     """Rename a user and/or set their admin flag (who may do so is the caller's check).
 
     A user with running servers cannot be renamed: their URLs and tokens carry the name.
@@ -116,7 +127,7 @@ def modify(session: Session, user: User, name: str | None = None,
     if name is not None and name != user.name:
         if any(s.started is not None for s in user.servers):
             raise UserError("Cannot rename a user with running servers")
-        rename(session, user, name)
+        rename(session, user, name, check)
     if admin is not None:
         user.admin = admin
     session.flush()
