@@ -241,7 +241,7 @@ class Exchange:
             self.down.pause_reading(PAUSE_BUFFER)
 
     def upstream_data(self, data: bytes) -> None:
-        if self._phase not in READING:  # bytes after a complete answer (a HEAD response's body?)
+        if self._phase not in READING:  # the answer is over: later bytes are never relayed
             self._up_keep_alive = False
             return
         if self._phase is Phase.AWAITING:

@@ -2,17 +2,79 @@
 
 - ``hub``: one hub per test module (create uniquely named users with ``hub.new_user()``);
 - ``make_hub``: a factory for a hub of your own (custom flags), stopped after the test.
+
+Every test also fails when in-process code logs at ERROR or above (Tornado logs an uncaught
+handler exception, asyncio a task exception nobody retrieved, and the request still looks
+fine to the test). A test that expects such records says so with
+``@pytest.mark.allow_error_logs`` — with regular expressions as arguments, only matching
+messages are allowed. Child processes are not covered: their output is checked by the
+fixtures that start them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import logging
+import re
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.hubproc import HubProcess
+
+_ERROR_LOGS = pytest.StashKey["_ErrorRecords"]()
+
+
+class _ErrorRecords(logging.Handler):
+    """Collects the ERROR-and-above records a test did not declare it expects."""
+
+    def __init__(self, allowed: tuple[str, ...] | None) -> None:
+        super().__init__(logging.ERROR)
+        self.allowed = allowed  # None: nothing declared; (): every message allowed
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.allowed is not None:
+            message = record.getMessage()
+            if not self.allowed or any(re.search(p, message) for p in self.allowed):
+                return
+        self.records.append(record)
+
+    def check(self, when: str) -> None:
+        """Fail with the unexpected records seen so far (then forget them)."""
+        records, self.records = self.records, []
+        if records:
+            lines = "\n".join(f"  {r.levelname} {r.name}: {r.getMessage()}" for r in records)
+            pytest.fail(
+                f"unexpected ERROR log records {when} (mark the test "
+                f"@pytest.mark.allow_error_logs if they are expected):\n{lines}",
+                pytrace=False,
+            )
+
+
+@pytest.fixture(autouse=True)
+def _no_unexpected_error_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    marker = request.node.get_closest_marker("allow_error_logs")
+    handler = _ErrorRecords(None if marker is None else tuple(marker.args))
+    request.node.stash[_ERROR_LOGS] = handler
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+    handler.check("during teardown")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Fail the test itself (not its teardown) for records logged while it ran."""
+    result = yield
+    handler = item.stash.get(_ERROR_LOGS, None)
+    if handler is not None:
+        handler.check("during set-up or the test")
+    return result
 
 
 @pytest.fixture(scope="module")
