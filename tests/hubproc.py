@@ -144,9 +144,21 @@ class HubProcess:
         return requests.request(method, self.hub_api + path, headers=headers, timeout=60, **kw)
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``himalia <args>`` on this hub's database, with the hub's account settings (as an
+        operator's shared config file would give both)."""
         return subprocess.run([sys.executable, "-m", "hub", *args, "--data-dir",
                                str(self.data_dir)], input=stdin, capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=60, env={**os.environ, **self.account_env()})
+
+    def account_env(self) -> dict[str, str]:
+        """``HIMALIA_ACCOUNTS`` (and the prefix) as the hub's flags set them."""
+        argv = self.argv()
+        env = {}
+        for flag, var in (("--accounts", "HIMALIA_ACCOUNTS"),
+                          ("--account-prefix", "HIMALIA_ACCOUNT_PREFIX")):
+            if flag in argv:
+                env[var] = argv[len(argv) - 1 - argv[::-1].index(flag) + 1]
+        return env
 
     def make_token(self, user: str, *scopes: str) -> str:
         args = ["token", user]
