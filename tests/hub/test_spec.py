@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-# no stubs in the venv; unused-ignore: mypy's cache flips this import's ignore (mypy#20105)
-import yaml  # type: ignore[import-untyped, unused-ignore]
+import yaml  # type: ignore[import-untyped, unused-ignore]  # no stubs; mypy#20105
 from openapi_spec_validator import validate
 from tornado.web import RequestHandler
 
