@@ -378,6 +378,10 @@ class ServerManager:
             log.error("adding the route of %s failed: %s", label(slot.user, slot.server), e)
             raise _Failed("Spawn failed: the proxy could not be updated", "proxy_error") from None
         url = spawner.prefix
+        if slot.state is State.STOPPING:
+            # A stop() arrived but its cancellation was swallowed on the way (an inner
+            # asyncio.timeout that expired at the same moment converts it): honour it here.
+            raise asyncio.CancelledError
 
         def started(_session: Session, row: Server) -> None:
             row.started = row.last_activity = utcnow()
