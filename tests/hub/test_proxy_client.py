@@ -43,14 +43,6 @@ def test_route_keys_are_canonical() -> None:
 
 
 @pytest.fixture
-def pids() -> Iterator[list[int]]:
-    started: list[int] = []
-    yield started
-    for pid in started:
-        mockserver.kill_pid(pid)
-
-
-@pytest.fixture
 def real_proxy(tmp_path: Path) -> Iterator[mockserver.RealProxy]:
     proxy = mockserver.RealProxy(tmp_path / "proxy", secrets.token_hex(16)).start()
     try:

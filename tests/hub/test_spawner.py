@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +50,6 @@ def make_config(tmp_path: Path, mode: str = "normal", **changes: Any) -> Config:
         data_dir=str(tmp_path / "data"), base_url=BASE, singleuser_cmd=cmd,
         singleuser_args=args, **{"accounts": "hub", **changes},
     )
-
-
-@pytest.fixture
-def pids() -> Iterator[list[int]]:
-    """PIDs to kill after the test, whatever happened."""
-    started: list[int] = []
-    yield started
-    for pid in started:
-        mockserver.kill_pid(pid)
 
 
 def spawner_for(cfg: Config, user: str = "alice", server: str = "",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from tornado import httpserver, netutil, web
@@ -410,7 +411,10 @@ async def test_stale_pooled_connection_is_retried(start_proxy: StartProxy) -> No
         await server.wait_closed()
 
 
-async def _raw_backend(reply: bytes, *, close: bool = True) -> asyncio.Server:
+@contextlib.asynccontextmanager
+async def raw_backend(start_proxy: StartProxy, reply: bytes, *,
+                      close: bool = True) -> AsyncIterator[ProxyProcess]:
+    """A proxy whose default target answers every request with the bytes ``reply``."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(reply)
@@ -418,7 +422,13 @@ async def _raw_backend(reply: bytes, *, close: bool = True) -> asyncio.Server:
         if close:
             writer.close()
 
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield await start_proxy("--default-target", f"http://127.0.0.1:{port}")
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.mark.parametrize(
@@ -432,16 +442,10 @@ async def _raw_backend(reply: bytes, *, close: bool = True) -> asyncio.Server:
     ],
 )
 async def test_broken_targets(start_proxy: StartProxy, reply: bytes, status: int) -> None:
-    server = await _raw_backend(reply)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        proxy = await start_proxy("--default-target", f"http://127.0.0.1:{port}")
+    async with raw_backend(start_proxy, reply) as proxy:
         response = await fetch(proxy.port, "GET", "/x")
         assert response.status == status
         assert response.header("Content-Security-Policy") == "frame-ancestors 'none'"
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_unsolicited_second_response_never_reaches_the_client(
@@ -449,39 +453,27 @@ async def test_unsolicited_second_response_never_reaches_the_client(
 ) -> None:
     one = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none"
     evil = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!"
-    server = await _raw_backend(one + evil)  # one write: the proxy reads both at once
-    port = server.sockets[0].getsockname()[1]
-    try:
-        proxy = await start_proxy("--default-target", f"http://127.0.0.1:{port}")
+    # One write: the proxy reads both at once.
+    async with raw_backend(start_proxy, one + evil) as proxy:
         client = await RawClient.connect(proxy.port)
         for path in ("/a", "/b"):  # /b must not be answered by the injected response
             assert (await client.request("GET", path)).body == b"one"
         await client.close()
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_truncated_response_closes_the_client(start_proxy: StartProxy) -> None:
-    server = await _raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part")
-    port = server.sockets[0].getsockname()[1]
-    try:
-        proxy = await start_proxy("--default-target", f"http://127.0.0.1:{port}")
+    short = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly-part"
+    async with raw_backend(start_proxy, short) as proxy:
         client = await RawClient.connect(proxy.port)
         response = await client.request("GET", "/x")  # ends at EOF, short
         assert response.status == 200 and response.body == b"only-part"
         assert await client.closed_by_peer()
         await client.close()
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_close_delimited_response_is_rechunked(start_proxy: StartProxy) -> None:
-    server = await _raw_backend(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-eof")
-    port = server.sockets[0].getsockname()[1]
-    try:
-        proxy = await start_proxy("--default-target", f"http://127.0.0.1:{port}")
+    until_eof = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-eof"
+    async with raw_backend(start_proxy, until_eof) as proxy:
         client = await RawClient.connect(proxy.port)
         response = await client.request("GET", "/x")
         assert response.body == b"until-eof"
@@ -489,6 +481,3 @@ async def test_close_delimited_response_is_rechunked(start_proxy: StartProxy) ->
         assert response.keep_alive  # the client's connection survives the target's close
         assert (await client.request("GET", "/y")).body == b"until-eof"
         await client.close()
-    finally:
-        server.close()
-        await server.wait_closed()
