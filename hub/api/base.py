@@ -21,6 +21,8 @@ from hub.handlers.errors import write_json_error
 from hub.services import scopes as sc
 
 JSON_TYPES = ("application/json", "")
+#: Most of a body read from a caller without valid credentials (or refused) before answering.
+UNKNOWN_CALLER_DRAIN = 64 * 1024
 
 
 
@@ -47,15 +49,10 @@ class APIHandler(BaseHandler):
     def prepare(self) -> None:
         limit = self.hub.config.api_body_limit
         length = self.request.headers.get("Content-Length", "")
-        drain = 64 * limit
-        if length.isdigit() and int(length) > drain:
-            raise HubError(413, f"Request body larger than {limit} bytes")
-        self._too_large = length.isdigit() and int(length) > limit
+        declared = int(length) if length.isdigit() else None
+        self._too_large = declared is not None and declared > limit
         # Filled in place by data_received(); handlers read self.request.body as usual.
         self.request.body = bytearray()
-        if self.request.connection is not None:
-            # Let an over-long body drain (discarded) so we can still answer 413.
-            self.request.connection.set_max_body_size(drain)  # type: ignore[attr-defined]
         try:
             self._authorize_request(length)
         except HubError as e:
@@ -63,6 +60,14 @@ class APIHandler(BaseHandler):
             # _after_body): closing a socket with unread data makes the kernel send a reset,
             # which can destroy the response in flight.
             self._deferred_error = e
+        # An over-long body is drained (discarded) so that the 413 still arrives; but only for
+        # a caller we know: anyone else gets at most a small body read before the answer.
+        known = self.identity is not None and self._deferred_error is None
+        drain = 64 * limit if known else min(limit, UNKNOWN_CALLER_DRAIN)
+        if declared is not None and declared > drain:
+            raise self._deferred_error or HubError(413, f"Request body larger than {limit} bytes")
+        if self.request.connection is not None:
+            self.request.connection.set_max_body_size(drain)  # type: ignore[attr-defined]
 
     def _after_body(self) -> None:
         """The checks that must wait for the body; every HTTP method runs this first."""
@@ -122,6 +127,8 @@ class APIHandler(BaseHandler):
             return {} if allowed is not None and default is None else default
         try:
             data = json.loads(self.request.body.decode("utf-8"))
+        except RecursionError:  # the C parser stops cleanly at Python's recursion limit
+            raise HubError(400, "Request body is nested too deeply") from None
         except UnicodeDecodeError:
             raise HubError(400, "Request body is not valid UTF-8") from None
         except ValueError:
@@ -192,3 +199,4 @@ def _type_ok(value: Any, typ: type | tuple[type, ...]) -> bool:
 # Tornado's own methods (405 for those a handler lacks) answer a deferred error first, too.
 _guard_methods(APIHandler, {m.lower(): getattr(web.RequestHandler, m.lower())
                             for m in APIHandler.SUPPORTED_METHODS})
+

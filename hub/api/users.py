@@ -15,13 +15,15 @@ from hub.api.models import user_model, user_models
 from hub.db.database import transaction
 from hub.db.models import User, utcnow
 from hub.handlers.base import HubError
+from hub.services import auth_state, user_list, users
 from hub.services import scopes as sc
-from hub.services import user_list, users
 from hub.services.user_list import UserData
 from hub.services.users import UserError
 
 #: Scopes that let a caller list users (``read:users`` implies listing, as in JupyterHub).
-LIST_SCOPES = ("list:users", "read:users")
+#: Listing users needs ``list:users`` (possibly filtered), as in JupyterHub: a user's own
+#: ``read:users!user=NAME`` is not enough, which is how tools tell an admin token from a user's.
+LIST_SCOPES = ("list:users",)
 #: Scopes that let a caller see that a user exists.
 SEE_SCOPES = ("read:users", "read:users:name", "admin:users")
 
@@ -126,7 +128,12 @@ class UserHandler(APIHandler):
             found = user_list.get(session, name)
             if found is None or not self._visible(found):
                 raise HubError(404, f"No such user: {name}")
-            self.write_json(user_model(self, found, include_stopped=_include_stopped(self)))
+            model = user_model(self, found, include_stopped=_include_stopped(self))
+            assert self.identity is not None
+            if self.identity.can("admin:auth_state", _resource(found)):
+                model["auth_state"] = auth_state.load(session, self.hub.authenticator.auth_state,
+                                                      found.name)
+            self.write_json(model)
 
     def post(self, name: str) -> None:
         data = self.json_body({"admin": bool})

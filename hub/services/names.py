@@ -31,8 +31,9 @@ def validate_username(name: str) -> str:
         raise NameError_("username must not contain slashes")
     if any(unicodedata.category(c).startswith("C") for c in name):
         raise NameError_("username must not contain control characters")
-    if name in (".", ".."):
-        raise NameError_("username must not be . or ..")
+    if not name.strip("."):
+        # ".", "..", "...": path segments that URL normalisation (browsers, proxies) may fold.
+        raise NameError_("username must not consist of dots only")
     return name
 
 

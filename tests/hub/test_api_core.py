@@ -141,9 +141,19 @@ def test_filtered_scope_reads_only_its_user(hub: HubProcess) -> None:
     tok = hub.make_token("admin", f"read:users!user={bob}")
     assert hub.api("GET", f"/users/{bob}", token=tok).status_code == 200
     _err(hub.api("GET", f"/users/{alice}", token=tok), 404)
-    listed = hub.api("GET", "/users", token=tok).json()
+    _err(hub.api("GET", "/users", token=tok), 403)  # reading is not listing (JupyterHub's rule)
+    lister = hub.make_token("admin", f"read:users!user={bob}", f"list:users!user={bob}")
+    listed = hub.api("GET", "/users", token=lister).json()
     assert [u["name"] for u in listed] == [bob]
     _err(hub.api("POST", "/users", token=tok, json={"usernames": ["zz" + alice]}), 403)
+
+
+def test_a_users_own_token_cannot_list_users(hub: HubProcess) -> None:
+    """Tools tell an admin token from a user's by this 403 (JupyterHub answers the same)."""
+    name, _ = hub.new_user("own")
+    r = hub.api("GET", "/users", token=hub.make_token(name))
+    _err(r, 403)
+    assert "list:users" in r.json()["message"]
 
 
 def test_activity(hub: HubProcess) -> None:
