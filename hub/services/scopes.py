@@ -188,11 +188,20 @@ def intersect(token_scopes: set[str], owner_scopes: set[str]) -> set[str]:
 
 
 def role_scopes(role_names: Iterable[str], custom: dict[str, list[str]]) -> list[str]:
-    """Raw (unexpanded) scopes of built-in and custom roles."""
+    """Raw (unexpanded) scopes of built-in and custom roles (``custom`` may also adjust a
+    built-in one to the settings: see :func:`builtin_overrides`)."""
     out: list[str] = []
     for name in role_names:
-        if name in BUILTIN_ROLES:
-            out.extend(BUILTIN_ROLES[name])
+        if name in custom:
+            out.extend(custom[name])
         else:
-            out.extend(custom.get(name, []))
+            out.extend(BUILTIN_ROLES.get(name, ()))
     return out
+
+
+def builtin_overrides(admin_access: bool) -> dict[str, list[str]]:
+    """Built-in roles as the settings shape them: without ``admin_access`` the ``admin`` role
+    does not reach users' servers (JupyterHub's rule), whether by OAuth or by API token."""
+    if admin_access:
+        return {}
+    return {"admin": [s for s in BUILTIN_ROLES["admin"] if s != "access:servers"]}

@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from hub.context import Foundation, HubContext
 from hub.db.database import transaction
-from hub.services import plugins, rbac
+from hub.services import auth_state, plugins, rbac
+from hub.services import scopes as sc
 from hub.services.local_spawner import LocalProcessSpawner
 from hub.services.oauth import OAuthProvider
 from hub.services.proxy_client import ProxyError, ProxyLauncher, Route
 from hub.services.servers import ServerManager
+from hub.services.slurm_spawner import SlurmSpawner
 from hub.services.spawner import Spawner
 
 log = logging.getLogger(__name__)
 
-BUILTIN_SPAWNERS: dict[str, type[Spawner]] = {"local": LocalProcessSpawner}
+BUILTIN_SPAWNERS: dict[str, type[Spawner]] = {"local": LocalProcessSpawner,
+                                               "slurm": SlurmSpawner}
 
 
 class StartupFailure(RuntimeError):
@@ -47,7 +51,7 @@ def load_rbac(base: Foundation) -> tuple[dict[str, rbac.Service], dict[str, list
     try:
         with transaction(base.db) as session:
             services = rbac.load_config(session, cfg)
-            roles = rbac.role_table(session)
+            roles = {**rbac.role_table(session), **sc.builtin_overrides(cfg.admin_access)}
     except rbac.RBACError as e:
         raise StartupFailure(f"invalid roles, groups or services setting: {e}") from None
     log.info("loaded %d roles, %d groups, %d services from the configuration",
@@ -74,6 +78,9 @@ async def build_hub(base: Foundation, hub_url: str) -> tuple[HubContext, str]:
     except ProxyError as e:
         raise StartupFailure(f"cannot start the proxy: {e}") from None
     servers = ServerManager(cfg, base.db, proxy, spawner_class(cfg.spawner), hub_url)
+    if base.authenticator.auth_state.enabled:
+        servers.auth_state_source = functools.partial(auth_state.for_spawn, base.db,
+                                                      base.authenticator)
     extra = service_routes(cfg.base_url, services)
 
     def wanted() -> dict[str, Route]:

@@ -164,6 +164,21 @@ def test_alice_cannot_touch_the_hub_or_bob(iso: dict[str, Any]) -> None:
     assert hub.api("GET", "/users/bob").json()["servers"][""]["ready"]
 
 
+def test_an_admin_token_does_not_reach_users_servers(iso: dict[str, Any]) -> None:
+    """``admin_access`` is off (the default): an admin's API token is refused by alice's
+    server, as an admin's browser is (SECURITY.md 5); alice's own token works."""
+    import requests
+
+    hub: HubProcess = iso["hub"]
+    url = server_url(hub, "alice") + "api/contents"
+    refused = requests.get(url, headers={"Authorization": f"token {hub.admin_token}"},
+                           timeout=30, allow_redirects=False)
+    assert refused.status_code == 403, refused.text[:200]
+    mine = requests.get(url, headers={"Authorization": f"token {iso['tokens']['alice']}"},
+                        timeout=30)
+    assert mine.status_code == 200 and mine.json()["type"] == "directory"
+
+
 def test_the_hubs_files_are_private(iso: dict[str, Any]) -> None:
     data: Path = iso["data"]
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
