@@ -29,7 +29,7 @@ from hub.api import tokens as api_tokens
 from hub.api import users as api_users
 from hub.config import Config
 from hub.context import HubContext
-from hub.handlers import login, pages
+from hub.handlers import login, oidc_login, pages
 from hub.handlers.base import BaseHandler, scrub
 from hub.paths import bootstrap_dir, static_dir
 
@@ -38,7 +38,7 @@ access_log = logging.getLogger("hub.access")
 
 ROUTE_MODULES: tuple[ModuleType, ...] = (
     api_root, api_users, api_servers, api_tokens, api_groups, api_services, api_proxy,
-    api_shutdown, api_authorizations, api_oauth, api_spec, login, pages,
+    api_shutdown, api_authorizations, api_oauth, api_spec, login, oidc_login, pages,
 )
 #: Paths that carry a secret (the legacy token lookup); the access log shows them redacted.
 SECRET_PATH = re.compile(r"(/authorizations/token/)[^/?]+")

@@ -138,6 +138,68 @@ class Config:
         "(8+ characters) authenticates as the service.",
         cli=False,
     )
+    # --- who may log in (every authenticator) -----------------------------------------------
+    allowed_users: list[str] = setting(
+        [], "If set (or allowed_groups is), only these users, members of allowed_groups and "
+        "admins may log in.", cli=False)
+    blocked_users: list[str] = setting([], "Users who may never log in.", cli=False)
+    allowed_groups: list[str] = setting(
+        [], "Groups (as the authenticator reports them) whose members may log in.", cli=False)
+    admin_groups: list[str] = setting(
+        [], "Members of these groups become admins when they log in (leaving a group does "
+        "not take admin away).", cli=False)
+    manage_groups: bool = setting(
+        False, "Sync each user's hub groups with the groups the authenticator reports at login.")
+    auth_state_key_file: str = setting(
+        "", "File (mode 0600) holding the key(s) that encrypt auth_state, the tokens and claims "
+        "a login returned; one Fernet key per line, the first encrypts. Without a key "
+        "(this or auth_state_key) auth_state is off.")
+    auth_state_key: str = setting(
+        "", "The auth_state key(s) themselves (semicolon-separated), usually given as "
+        "HIMALIA_AUTH_STATE_KEY.", cli=False)
+    # --- OpenID Connect (authenticator = "oidc") --------------------------------------------
+    oidc_issuer: str = setting("", "OpenID Provider's issuer URL (discovery at "
+                               "<issuer>/.well-known/openid-configuration).")
+    oidc_client_id: str = setting("", "Client id registered at the OpenID Provider.")
+    oidc_client_secret: str = setting(
+        "", "Client secret, usually given as HIMALIA_OIDC_CLIENT_SECRET.", cli=False)
+    oidc_callback_url: str = setting(
+        "", "Redirect URI registered at the provider (default: <public URL>hub/oauth_callback "
+        "as the browser reached the hub).")
+    oidc_scopes: list[str] = setting(["openid", "profile", "email"],
+                                     "Scopes asked of the provider.", cli=False)
+    oidc_username_claim: str = setting("preferred_username", "Claim that becomes the username.")
+    oidc_username_normalize: str = setting(
+        "lower", "How the username claim becomes a hub username: 'lower' (lower-cased), "
+        "'local-part' (lower-cased, from the first '@' on dropped).")
+    oidc_groups_claim: str = setting("groups", "Claim holding the user's groups (a list).")
+    oidc_userinfo: bool = setting(False, "Also read claims from the userinfo endpoint.")
+    oidc_login_service: str = setting("", "Name on the login button (default: the issuer's "
+                                      "host).")
+    oidc_end_session: bool = setting(
+        True, "Logout also goes to the provider's end-session endpoint, when it has one.")
+    # --- LDAP (authenticator = "ldap") ------------------------------------------------------
+    ldap_url: str = setting("", "Directory server, ldaps://host:636 or ldap://host:389.")
+    ldap_starttls: bool = setting(False, "Upgrade an ldap:// connection with StartTLS.")
+    ldap_ca_file: str = setting("", "CA bundle that checks the directory's certificate "
+                                "(default: the system's).")
+    ldap_bind_dn_template: str = setting(
+        "", "Bind directly as this DN, e.g. uid={username},ou=people,dc=example,dc=org "
+        "(the name is DN-escaped); empty: search-then-bind with ldap_bind_dn.")
+    ldap_bind_dn: str = setting("", "Service account that searches for users and groups.")
+    ldap_bind_password: str = setting(
+        "", "The service account's password, usually given as HIMALIA_LDAP_BIND_PASSWORD.",
+        cli=False)
+    ldap_search_base: str = setting("", "Where users are searched (search-then-bind).")
+    ldap_search_filter: str = setting(
+        "(uid={username})", "Filter that finds a user; {username} is filter-escaped.")
+    ldap_group_attribute: str = setting(
+        "memberOf", "User attribute listing the user's group DNs (empty: search groups).")
+    ldap_group_search_base: str = setting(
+        "", "Where groups are searched for (member=<user DN>) when ldap_group_attribute is "
+        "empty.")
+    ldap_timeout: float = setting(5.0, "Seconds allowed for connecting to and each operation "
+                                  "on the directory.")
 
     def __post_init__(self) -> None:
         # A wrong type from code (``replace(port="80")``) fails here, not deep in a handler.

@@ -129,7 +129,7 @@ def prepare(cfg: Config) -> Foundation:
     db = open_database(cfg)
     ensure_admins(cfg, db, account_policy.check_name)
     try:
-        authenticator = auth.load_class(cfg.authenticator)(db)
+        authenticator = auth.load_class(cfg.authenticator)(db, cfg)
     except ValueError as e:
         raise StartupError(str(e)) from None
     return Foundation(

@@ -10,6 +10,9 @@ mkdir -p "$state"
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v pg_ctl >/dev/null || [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || need+=(postgresql)
+# The test OpenID Provider (tests/engines/oidc) runs on node >= 20 (this machine kind has it).
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
@@ -25,6 +28,16 @@ if [ "$(id -u)" = 0 ] && { command -v pg_ctl >/dev/null || [ -d /usr/lib/postgre
     PG_PORT=$port PG_DIR="$state/pg-$port" bash "$here/pg_up.sh" | tail -n 1 > "$state/pg_url"
 else
     rm -f "$state/pg_url"
+fi
+# The test OpenID Provider's pinned npm packages (package-lock.json), in the checkout.
+oidc_dir="$here/../tests/engines/oidc"
+if command -v npm >/dev/null; then
+    want=$(node -p "require('$oidc_dir/package-lock.json').packages['node_modules/oidc-provider'].version")
+    have=$(node -p "try { require('$oidc_dir/node_modules/oidc-provider/package.json').version } catch { '' }")
+    if [ "$have" != "$want" ]; then
+        (cd "$oidc_dir" && npm ci --no-audit --no-fund --loglevel=error)
+        echo "test-setup: installed oidc-provider $want into tests/engines/oidc/node_modules"
+    fi
 fi
 # Users' servers run as their own accounts in the tests: those accounts must reach the venv.
 if [ "$(id -u)" = 0 ]; then

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -74,6 +75,9 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(255), default=None)
     created: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_activity: Mapped[datetime | None] = mapped_column(DateTime, default=None)
+    #: What the identity provider returned at the last login, Fernet-encrypted
+    #: (:mod:`hub.services.auth_state`); None when auth_state is off.
+    encrypted_auth_state: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
 
     servers: Mapped[list[Server]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

@@ -11,11 +11,13 @@ import math
 
 from hub.db.database import transaction
 from hub.handlers.base import BaseHandler, HubError, scrub
+from hub.services import auth_state, names, sign_in
 from hub.services import identity as ident
-from hub.services import names, users
+from hub.services.auth import AuthUnavailable
 
 log = logging.getLogger(__name__)
 BAD_LOGIN = "Invalid username or password."
+UNAVAILABLE = "Sign-in is unavailable right now: the directory cannot be reached."
 
 
 class LoginHandler(BaseHandler):
@@ -28,8 +30,11 @@ class LoginHandler(BaseHandler):
 
     def _form(self, status: int = 200, error: str = "", username: str = "") -> None:
         self.set_status(status)
+        authenticator = self.hub.authenticator
         self.finish(self.render_template("login.html", error=error, username=username,
-                                         next=self._next(), xsrf=self.xsrf_token.decode()))
+                                         next=self._next(), xsrf=self.xsrf_token.decode(),
+                                         login_service=authenticator.login_service,
+                                         uses_password=authenticator.uses_password))
 
     def get(self) -> None:
         if self.identity is not None:
@@ -53,23 +58,26 @@ class LoginHandler(BaseHandler):
         except names.NameError_:
             self._fail(ip, username, raw)
             return
-        authenticated = await self.hub.authenticator.authenticate(username, password)
-        if authenticated is None:
+        try:
+            outcome = await self.hub.authenticator.authenticate(username, password)
+        except AuthUnavailable as e:
+            log.warning("sign-in unavailable: %s", scrub(str(e)))
+            raise HubError(503, UNAVAILABLE) from None
+        if outcome is None:
             self._fail(ip, username, raw)
             return
         self.hub.throttle.succeeded(ip, username)
-        with transaction(self.hub.db) as session:
-            user = users.get(session, authenticated)
-            if user is None:
-                if self.hub.authenticator.manages_passwords:
-                    raise HubError(403, BAD_LOGIN)  # native accounts are created by admins
-                try:
-                    user = users.create(session, authenticated,
-                                        check=self.hub.accounts.check_name)
-                except users.UserError as e:
-                    log.warning("login of %s refused: %s", scrub(authenticated, 64), e)
-                    raise HubError(403, str(e)) from None
-            key = ident.new_session(session, user, self.hub.config.cookie_max_age_days)
+        result = sign_in.as_result(outcome)
+        authenticated = result.name
+        try:
+            with transaction(self.hub.db) as session:
+                # native accounts are created by admins: an unknown one is a bad login
+                user = sign_in.sign_in(session, self.hub.authenticator, result,
+                                       self.hub.accounts.check_name, BAD_LOGIN)
+                key = ident.new_session(session, user, self.hub.config.cookie_max_age_days)
+        except sign_in.SignInRefused as e:
+            log.warning("login of %s refused: %s", scrub(authenticated, 64), e.message)
+            raise HubError(e.status, e.message) from None
         self.set_login_cookie(key)
         log.info("user %s logged in from %s", scrub(authenticated, 64), ip)
         self.redirect(self._next())
@@ -86,11 +94,17 @@ class LogoutHandler(BaseHandler):
     public = True
 
     def _logout(self) -> None:
+        state = None
         if self._session_key is not None:
             with transaction(self.hub.db) as session:
+                if self.identity is not None and self.identity.kind == "cookie":
+                    state = auth_state.load(session, self.hub.authenticator.auth_state,
+                                            self.identity.name)
                 ident.end_session(session, self._session_key)
         self.clear_login_cookie()
-        self.redirect(self.hub_prefix + "login")
+        login = self.hub_prefix + "login"
+        # e.g. the OpenID Provider's end-session endpoint, which ends its session too
+        self.redirect(self.hub.authenticator.logout_url(state, login) or login)
 
     def get(self) -> None:
         # GET logout is conventional (links); logging out is not a state change an

@@ -4,7 +4,7 @@ describing the loaded ones (``/hub/api/info``)."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import metadata
 from typing import TypeVar
@@ -12,17 +12,18 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def load_class(spec: str, builtin: Mapping[str, type[T]], base: type[T], what: str) -> type[T]:
+def load_class(spec: str, builtin: Mapping[str, type[T]], base: type[T], what: str,
+               also: Iterable[str] = ()) -> type[T]:
     """``builtin[spec]``, or the ``base`` subclass at the ``module:Class``/dotted path ``spec``.
 
     Raises ValueError with a message for the operator; a bare name that is not built in gets
-    the list of built-in names.
+    the list of built-in names (plus ``also``: built-in names the caller maps to paths).
     """
     if spec in builtin:
         return builtin[spec]
     module, _, attr = spec.replace(":", ".").rpartition(".")
     if not module or not attr:
-        choices = ", ".join(sorted(builtin))
+        choices = ", ".join(sorted([*builtin, *also]))
         raise ValueError(f"unknown {what} {spec!r}: choose one of {choices}, or give a "
                          f"module.Class path")
     try:

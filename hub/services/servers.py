@@ -30,7 +30,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,6 +168,9 @@ class ServerManager:
         #: Called as ``cb(user, server, reason)`` whenever a server that ran has stopped
         #: (reason ``stop``, ``crashed``, ``gone`` — found dead at hub start).
         self.on_stopped: list[StopCallback] = []
+        #: ``await source(user)``: the auth_state handed to a spawner before its start (see
+        #: :attr:`Spawner.auth_state`); set at start-up, None when no authenticator keeps any.
+        self.auth_state_source: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
 
     # --- queries -------------------------------------------------------------------------
     @property
@@ -348,6 +351,8 @@ class ServerManager:
         """``starting``: the spawner's start, within ``spawn_start_timeout``."""
         cfg = self.config
         self._enter(slot, State.STARTING)
+        if self.auth_state_source is not None:
+            spawner.auth_state = await self.auth_state_source(slot.user)
         forward = asyncio.ensure_future(self._forward_progress(slot, spawner))
         try:
             try:

@@ -105,6 +105,14 @@ class Spawner:
       may ignore it.
 
     The manager sets :attr:`api_token` before calling :meth:`start`.
+
+    **auth_state hook.** Before :meth:`start` the manager also sets :attr:`auth_state`: what the
+    user's identity provider returned at their last login (for ``oidc``: ``access_token``,
+    ``refresh_token``, ``id_token``, ``expires_at``, ``scope`` and ``claims``), renewed first if
+    it had expired — or None when auth_state is off (no key) or there is none. A site puts
+    parts of it into the server's environment by overriding :meth:`auth_state_env` in a
+    Spawner subclass (``spawner = "mysite.spawners:MySpawner"``); :meth:`contract_env` adds what
+    it returns. The default adds nothing: tokens reach a server only when the site says so.
     """
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("start", "poll", "stop")
@@ -132,6 +140,8 @@ class Spawner:
         self.hub_api_url = hub_api_url.rstrip("/")
         self.user_options: dict[str, Any] = dict(user_options or {})
         self.api_token: str | None = None
+        #: The user's auth_state, set by the manager before :meth:`start` (see the class doc).
+        self.auth_state: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.user!r}/{self.server!r}>"
@@ -165,6 +175,11 @@ class Spawner:
     def notices(self) -> list[str]:
         """While the server runs: user-safe notes for its owner's home page (default none)."""
         return []
+
+    def auth_state_env(self, auth_state: Mapping[str, Any]) -> dict[str, str]:
+        """Environment variables for the server from the user's auth_state (called only when
+        there is one); e.g. ``{"ACCESS_TOKEN": auth_state["access_token"]}``. Default: none."""
+        return {}
 
     def get_state(self) -> dict[str, Any]:
         """JSON-able state to store in the database."""
@@ -212,4 +227,6 @@ class Spawner:
             env["JUPYTERHUB_ROOT_DIR"] = os.path.expanduser(str(cfg.root_dir))
         if cfg.default_url:
             env["JUPYTERHUB_DEFAULT_URL"] = str(cfg.default_url)
+        if self.auth_state is not None:
+            env.update({str(k): str(v) for k, v in self.auth_state_env(self.auth_state).items()})
         return env

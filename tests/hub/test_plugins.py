@@ -18,9 +18,9 @@ from tests.hubproc import HubProcess
 def test_an_unknown_name_lists_the_choices() -> None:
     with pytest.raises(StartupFailure, match=r"unknown spawner 'slurm': choose one of local"):
         spawner_class("slurm")
-    with pytest.raises(ValueError, match=r"unknown authenticator 'ldap': choose one of "
-                                         r"dummy, native, pam"):
-        auth.load_class("ldap")
+    with pytest.raises(ValueError, match=r"unknown authenticator 'kerberos': choose one of "
+                                         r"dummy, native, oidc, pam"):
+        auth.load_class("kerberos")
 
 
 def test_paths_load_and_are_checked() -> None:
