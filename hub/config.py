@@ -72,13 +72,18 @@ class Config:
         "native",
         "Authenticator: native, pam, dummy, or a dotted path to an Authenticator class.",
     )
-    spawner: str = setting("local", "Spawner: local, or a dotted path to a Spawner class.")
+    spawner: str = setting("local", "Spawner: local, slurm, or a dotted path to a Spawner "
+                           "class.")
     log_level: str = setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR.")
     admin_users: list[str] = setting([], "Usernames made admins at start-up.", cli=False)
     admin_access: bool = setting(False, "Whether admins may open other users' servers.")
     cookie_max_age_days: float = setting(14.0, "Lifetime of the hub login session.")
     login_max_failures: int = setting(5, "Failed logins allowed per window before throttling.")
     login_throttle_window: float = setting(300.0, "Seconds of the failed-login window.")
+    trusted_proxy_hops: int = setting(1, "X-Forwarded-For entries, counted from the end, "
+                                      "that trusted proxies appended (ours appends one; add one "
+                                      "per proxy in front of it; 0 ignores the header). Only a "
+                                      "connection from loopback (the proxy) may set it.")
     spawn_start_timeout: float = setting(60.0, "Seconds a server has to start its process.")
     spawn_http_timeout: float = setting(60.0, "Seconds a started server has to answer HTTP.")
     concurrent_spawn_limit: int = setting(20, "Simultaneous pending spawns before 429.")
@@ -200,6 +205,33 @@ class Config:
         "empty.")
     ldap_timeout: float = setting(5.0, "Seconds allowed for connecting to and each operation "
                                   "on the directory.")
+
+    slurm_partition: str = setting("", "Slurm spawner: partition of the jobs (empty: Slurm's "
+                                   "default).")
+    slurm_account: str = setting("", "Slurm spawner: account charged (empty: the user's default).")
+    slurm_qos: str = setting("", "Slurm spawner: quality of service (empty: the default).")
+    slurm_walltime: str = setting("1:00:00", "Slurm spawner: walltime limit of each server's job "
+                                  "([days-]hours:minutes:seconds).")
+    slurm_cpus: int = setting(0, "Slurm spawner: CPUs per job (0: Slurm's default).")
+    slurm_memory: str = setting("", "Slurm spawner: memory per job, e.g. 4G (empty: default).")
+    slurm_gres: str = setting("", "Slurm spawner: generic resources, e.g. gpu:1 (empty: none).")
+    slurm_reservation: str = setting("", "Slurm spawner: reservation to run in (empty: none).")
+    slurm_directives: list[str] = setting(
+        [], "Slurm spawner: extra #SBATCH lines, e.g. '--constraint=haswell'.", cli=False)
+    slurm_prologue: str = setting("", "Slurm spawner: shell lines the job runs before the "
+                                  "server, e.g. 'module load python'.", cli=False)
+    slurm_template: str = setting("", "Slurm spawner: a Jinja2 batch-script template file "
+                                  "replacing the shipped one (variables: see the README).")
+    slurm_bind_ip: str = setting("0.0.0.0", "Slurm spawner: address servers bind on their "
+                                 "compute node (the hub must reach it).")
+    slurm_bin_dir: str = setting("", "Slurm spawner: folder of sbatch, squeue, scancel, sacct "
+                                 "(empty: found on PATH).")
+    slurm_queue_timeout: float = setting(
+        86400.0, "Slurm spawner: seconds a job may wait in the queue and start (0: no limit); "
+        "replaces spawn_start_timeout.")
+    slurm_walltime_warning: float = setting(
+        600.0, "Slurm spawner: seconds before the walltime runs out that its owner is warned "
+        "(0: never).")
 
     def __post_init__(self) -> None:
         # A wrong type from code (``replace(port="80")``) fails here, not deep in a handler.

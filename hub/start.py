@@ -162,7 +162,9 @@ def bind(ip: str, port: int) -> list[socket.socket]:
 def serve_http(hub: HubContext, sockets: list[socket.socket]) -> HTTPServer:
     """Step 7: answer requests on the bound sockets."""
     cfg = hub.config
-    http = HTTPServer(make_app(hub), xheaders=True, max_body_size=max(cfg.api_body_limit,
+    # No xheaders: Tornado would take X-Real-Ip and X-Forwarded-For from anyone; handlers read
+    # the client address from BaseHandler.client_ip, which trusts only what our proxy appended.
+    http = HTTPServer(make_app(hub), xheaders=False, max_body_size=max(cfg.api_body_limit,
                                                                       1024 * 1024))
     http.add_sockets(sockets)
     return http

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, ClassVar
@@ -186,6 +187,15 @@ class BaseHandler(web.RequestHandler):
             raise HubError(403, "XSRF token missing or invalid",
                            log_message="'_xsrf' argument missing or invalid")
 
+    @property
+    def client_ip(self) -> str:
+        """The client's address, for throttling and logs: the peer's, or, when the peer is our
+        proxy (on loopback), the ``X-Forwarded-For`` entry ``trusted_proxy_hops`` from the end
+        — the one our proxy appended, never one the client wrote itself."""
+        return client_address(self.request.remote_ip or "?",
+                              self.request.headers.get_list("X-Forwarded-For"),
+                              self.hub.config.trusted_proxy_hops)
+
     # --- cookies ---------------------------------------------------------------------------
     @property
     def is_https(self) -> bool:
@@ -247,3 +257,20 @@ def scrub(text: str, limit: int = 300) -> str:
     """Make untrusted text safe for one log line: escaped control chars, bounded length."""
     out = text.encode("unicode_escape").decode("ascii", "replace")
     return out if len(out) <= limit else out[:limit] + "…"
+
+
+def client_address(peer: str, forwarded: list[str], hops: int) -> str:
+    """See :attr:`BaseHandler.client_ip`: ``forwarded`` holds every ``X-Forwarded-For``
+    header's value, in order."""
+    try:
+        trusted_peer = ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        trusted_peer = False
+    chain = [part.strip() for value in forwarded for part in value.split(",") if part.strip()]
+    if not trusted_peer or hops <= 0 or len(chain) < hops:
+        return peer
+    candidate = chain[-hops]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return peer

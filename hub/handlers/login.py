@@ -46,7 +46,7 @@ class LoginHandler(BaseHandler):
         raw = self.get_body_argument("username", "")
         password = self.get_body_argument("password", "")
         username = names.normalize_username(raw)[:300]
-        ip = self.request.remote_ip or "?"
+        ip = self.client_ip
         wait = self.hub.throttle.retry_after(ip, username)
         if wait > 0:
             self.set_header("Retry-After", str(math.ceil(wait)))

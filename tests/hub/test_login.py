@@ -81,6 +81,36 @@ def test_failed_logins_are_throttled(make_hub: Callable[..., HubProcess]) -> Non
     assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
 
 
+def test_forged_forwarding_headers_do_not_dodge_the_throttle(
+        make_hub: Callable[..., HubProcess]) -> None:
+    """Each try claims another address (X-Forwarded-For, X-Real-Ip): the hub counts the one our
+    proxy appended, so the attempts still add up."""
+    hub = make_hub(extra_args=["--login-max-failures", "3"])
+    name, _ = hub.new_user("xff")
+    codes = []
+    for i in range(4):
+        s = requests.Session()
+        s.headers.update({"X-Forwarded-For": f"10.0.0.{i}", "X-Real-Ip": f"10.1.0.{i}"})
+        codes.append(_post_login(hub, s, name, "bad password").status_code)
+    assert codes == [403, 403, 403, 429]
+    assert "from 127.0.0.1" in hub.log_text() and "10.0.0." not in hub.log_text()
+
+
+@pytest.mark.parametrize(("peer", "forwarded", "hops", "seen"), [
+    ("127.0.0.1", ["6.6.6.6, 1.2.3.4"], 1, "1.2.3.4"),  # ours appended 1.2.3.4
+    ("127.0.0.1", ["6.6.6.6", "1.2.3.4"], 1, "1.2.3.4"),  # two header lines, in order
+    ("127.0.0.1", ["6.6.6.6, 5.5.5.5, 1.2.3.4"], 2, "5.5.5.5"),  # a trusted proxy in front
+    ("127.0.0.1", ["1.2.3.4"], 2, "127.0.0.1"),  # fewer entries than hops: the peer
+    ("::1", ["1.2.3.4"], 0, "::1"),  # 0 hops: the header is ignored
+    ("192.0.2.7", ["1.2.3.4"], 1, "192.0.2.7"),  # not from our proxy: never trusted
+    ("127.0.0.1", ["not-an-address"], 1, "127.0.0.1"),
+])
+def test_client_address(peer: str, forwarded: list[str], hops: int, seen: str) -> None:
+    from hub.handlers.base import client_address
+
+    assert client_address(peer, forwarded, hops) == seen
+
+
 def test_junk_cookie_planted_at_root_does_not_break_login(hub: HubProcess) -> None:
     name, password = hub.new_user("junk")
     s = hub.login(name, password)
