@@ -11,6 +11,7 @@ import math
 
 from hub.db.database import transaction
 from hub.handlers.base import BaseHandler, HubError, scrub
+from hub.handlers.forms import FormHandler
 from hub.services import auth_state, names, sign_in
 from hub.services import identity as ident
 from hub.services.auth import AuthUnavailable
@@ -20,7 +21,7 @@ BAD_LOGIN = "Invalid username or password."
 UNAVAILABLE = "Sign-in is unavailable right now: the directory cannot be reached."
 
 
-class LoginHandler(BaseHandler):
+class LoginHandler(FormHandler):
     """``GET`` shows the form; ``POST`` checks it and starts a login session."""
 
     public = True
