@@ -70,7 +70,8 @@ class Config:
     db_url: str = setting("", "SQLAlchemy database URL (default: SQLite in the data dir).")
     authenticator: str = setting(
         "native",
-        "Authenticator: native, pam, dummy, or a dotted path to an Authenticator class.",
+        "Authenticator: native, pam, dummy, oidc (OpenID Connect), ldap, or a dotted path to "
+        "an Authenticator class.",
     )
     spawner: str = setting("local", "Spawner: local, slurm, or a dotted path to a Spawner "
                            "class.")

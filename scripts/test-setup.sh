@@ -29,6 +29,14 @@ if [ "$(id -u)" = 0 ] && { command -v pg_ctl >/dev/null || [ -d /usr/lib/postgre
 else
     rm -f "$state/pg_url"
 fi
+# OpenLDAP's slapd for the LDAP sign-in tests: ldap_up.sh installs Debian's slapd if missing and
+# runs its own instance (test CA, LDAPS and StartTLS) on loopback; its settings go to ldap/env.
+if [ "$(id -u)" = 0 ]; then
+    LDAP_DIR="$state/ldap" LDAP_PORT=${LDAP_PORT:-25389} LDAPS_PORT=${LDAPS_PORT:-25636} \
+        bash "$here/../tests/engines/ldap_up.sh" | tail -n 1
+else
+    echo "test-setup: not root: the LDAP tests will be skipped" >&2
+fi
 # The test OpenID Provider's pinned npm packages (package-lock.json), in the checkout.
 oidc_dir="$here/../tests/engines/oidc"
 if command -v npm >/dev/null; then

@@ -178,6 +178,7 @@ BUILTIN: dict[str, type[Authenticator]] = {
 #: Built in too, in modules of their own (imported only when chosen: they need more libraries).
 BUILTIN_PATHS: dict[str, str] = {
     "oidc": "hub.services.oidc.OIDCAuthenticator",
+    "ldap": "hub.services.ldap_auth.LDAPAuthenticator",
 }
 
 

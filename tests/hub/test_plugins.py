@@ -19,7 +19,7 @@ def test_an_unknown_name_lists_the_choices() -> None:
     with pytest.raises(StartupFailure, match=r"unknown spawner 'slurm': choose one of local"):
         spawner_class("slurm")
     with pytest.raises(ValueError, match=r"unknown authenticator 'kerberos': choose one of "
-                                         r"dummy, native, oidc, pam"):
+                                         r"dummy, ldap, native, oidc, pam"):
         auth.load_class("kerberos")
 
 
