@@ -47,6 +47,14 @@ if command -v npm >/dev/null; then
         echo "test-setup: installed oidc-provider $want into tests/engines/oidc/node_modules"
     fi
 fi
+# A one-node Slurm (munged, slurmctld, slurmd) for the slurm spawner's tests (tests/hub/test_slurm.py).
+if [ "$(id -u)" = 0 ]; then
+    if ! bash "$here/slurm_up.sh" > "$state/slurm_up.log" 2>&1; then
+        cat "$state/slurm_up.log" >&2
+        echo "test-setup: Slurm did not start; its tests will fail in CI, be skipped elsewhere" >&2
+        [ "${CI:-}" != true ] || exit 1
+    fi
+fi
 # Users' servers run as their own accounts in the tests: those accounts must reach the venv.
 if [ "$(id -u)" = 0 ]; then
     venv_python="$here/../.venv/bin/python"

@@ -61,6 +61,9 @@ class _Reader:
             ready = mgr.is_ready(user.name, server.name)
             out[server.name] = server_model(user.name, server, self.base_url, pending, ready,
                                             include_state=state)
+            spawner = mgr.spawner(user.name, server.name) if ready else None
+            if spawner is not None:
+                out[server.name].update(spawner.model_extra())  # e.g. a batch job's walltime
         return out
 
     def user(self, user: UserData, full: bool, include_stopped: bool) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 from tornado.iostream import StreamClosedError
 
 from hub.api.base import APIHandler
+from hub.api.batch import routes as batch_routes
 from hub.db.database import transaction
 from hub.handlers.base import HubError
 from hub.services import names, users
@@ -121,10 +122,14 @@ class NamedServerHandler(ServerHandler):
             res = sc.Resource(user=user, server=f"{user}/{server}",
                               user_groups=frozenset(g.name for g in owner.groups))
             assert self.identity is not None
-            self.write_json(users.server_model(
+            model = users.server_model(
                 user, row, self.hub.config.base_url, mgr.pending(user, server),
                 mgr.is_ready(user, server),
-                include_state=self.identity.can("admin:server_state", res)))
+                include_state=self.identity.can("admin:server_state", res))
+        spawner = mgr.spawner(user, server) if mgr.is_ready(user, server) else None
+        if spawner is not None:
+            model.update(spawner.model_extra())  # e.g. a batch job's walltime
+        self.write_json(model)
 
 
 class ProgressHandler(_ServerBase):
@@ -169,4 +174,5 @@ routes = [
     (r"api/users/([^/]+)/servers/([^/]+)", NamedServerHandler),
     (r"api/users/([^/]+)/server/progress", ProgressHandler),
     (r"api/users/([^/]+)/servers/([^/]+)/progress", ProgressHandler),
+    *batch_routes,  # a batch job's server reports its port
 ]

@@ -350,7 +350,10 @@ class ServerManager:
     async def _launch(self, slot: _Slot, spawner: Spawner) -> None:
         """``starting``: the spawner's start, within ``spawn_start_timeout``."""
         cfg = self.config
-        self._enter(slot, State.STARTING)
+        if slot.state is not State.STARTING:  # else: a start resumed after a hub restart
+            self._enter(slot, State.STARTING)
+        spawner.on_state = lambda: self._save_state(slot, spawner)
+        timeout = spawner.start_timeout or cfg.spawn_start_timeout
         if self.auth_state_source is not None:
             spawner.auth_state = await self.auth_state_source(slot.user)
         forward = asyncio.ensure_future(self._forward_progress(slot, spawner))
@@ -358,11 +361,11 @@ class ServerManager:
             try:
                 # Not wait_for: on Python 3.11 it returns the result of an inner call that has
                 # just finished and swallows a stop()'s cancellation arriving at that moment.
-                async with asyncio.timeout(cfg.spawn_start_timeout):
+                async with asyncio.timeout(timeout):
                     target = await spawner.start()
             except TimeoutError:
                 raise _Failed(f"Spawn failed: the server did not start within "
-                              f"{cfg.spawn_start_timeout:g} seconds", "start_timeout") from None
+                              f"{timeout:g} seconds", "start_timeout") from None
             except SpawnerError as e:
                 raise _Failed(f"Spawn failed: {e}", "spawner_error") from None
             slot.target = target
@@ -629,6 +632,9 @@ class ServerManager:
         status: int | None = 0
         try:
             spawner.load_state(stored.state_dict)
+            # A start still waiting for its server (a queued batch job) may go on waiting.
+            resumable = resumable or (stored.state is State.STARTING and
+                                      spawner.can_resume_start)
             status = await spawner.poll() if resumable else 0
         except Exception:
             log.exception("re-attaching %s failed", label(user, server))
@@ -643,7 +649,8 @@ class ServerManager:
         if status is None:  # starting, and the process is there: finish the start
             log.info("resuming the start of %s", label(user, server))
             slot.emit(50, "The hub restarted; waiting for the server")
-            slot.task = asyncio.ensure_future(self._run_spawn(slot, spawner, resume=True))
+            slot.task = asyncio.ensure_future(self._run_spawn(slot, spawner,
+                                                              resume=slot.target is not None))
             return
         await self._reattach_dead(slot, stored, spawner)
 

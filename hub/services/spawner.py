@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -104,7 +104,12 @@ class Spawner:
       own added, ``"target"`` (what :meth:`start` returned); :meth:`load_state` gets it back and
       may ignore it.
 
-    The manager sets :attr:`api_token` before calling :meth:`start`.
+    The manager sets :attr:`api_token` before calling :meth:`start`, and :attr:`on_state` to a
+    callable that stores :meth:`get_state` at once (for a spawner whose ``start`` runs long, e.g.
+    a batch job waiting in a queue: it calls it as soon as there is something to find again).
+    :attr:`start_timeout` replaces ``spawn_start_timeout`` when set. :attr:`can_resume_start`
+    says a restarted hub may call :meth:`start` again on a start it interrupted (after
+    :meth:`load_state`), to wait for the same server instead of giving up on it.
 
     **auth_state hook.** Before :meth:`start` the manager also sets :attr:`auth_state`: what the
     user's identity provider returned at their last login (for ``oidc``: ``access_token``,
@@ -140,6 +145,8 @@ class Spawner:
         self.hub_api_url = hub_api_url.rstrip("/")
         self.user_options: dict[str, Any] = dict(user_options or {})
         self.api_token: str | None = None
+        self.on_state: Callable[[], None] | None = None
+        self.start_timeout: float | None = None
         #: The user's auth_state, set by the manager before :meth:`start` (see the class doc).
         self.auth_state: dict[str, Any] | None = None
 
@@ -190,6 +197,16 @@ class Spawner:
 
     def clear_state(self) -> None:
         """Forget the server (after it stopped)."""
+
+    @property
+    def can_resume_start(self) -> bool:
+        """Whether :meth:`start`, called again after :meth:`load_state`, picks up the start a
+        hub restart interrupted (default: no; the start then fails as ``interrupted``)."""
+        return False
+
+    def model_extra(self) -> dict[str, Any]:
+        """Extra fields of the server's API model while it runs (default none)."""
+        return {}
 
     # --- shared helpers ------------------------------------------------------------------
     @property

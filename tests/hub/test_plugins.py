@@ -16,8 +16,9 @@ from tests.hubproc import HubProcess
 
 
 def test_an_unknown_name_lists_the_choices() -> None:
-    with pytest.raises(StartupFailure, match=r"unknown spawner 'slurm': choose one of local"):
-        spawner_class("slurm")
+    with pytest.raises(StartupFailure,
+                       match=r"unknown spawner 'kubernetes': choose one of local, slurm"):
+        spawner_class("kubernetes")
     with pytest.raises(ValueError, match=r"unknown authenticator 'kerberos': choose one of "
                                          r"dummy, ldap, native, oidc, pam"):
         auth.load_class("kerberos")
