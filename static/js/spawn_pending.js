@@ -1,6 +1,6 @@
 // spawn_pending.js: follow a server's start through its progress event stream (SSE) and
 // forward to it on the final "ready" event, or show the failure message.
-import { isLocalPath, progressUrl } from "./jhapi.js";
+import { isLocalPath, progressUrl, stopServer } from "./jhapi.js";
 
 // EventSource reconnects on its own; give up after this many errors in a row.
 const MAX_ERRORS = 5;
@@ -21,6 +21,7 @@ function logLine(text) {
 }
 
 function fail(message) {
+  el("cancel-start").hidden = true;
   el("progress-bar").classList.remove("progress-bar-animated");
   el("progress-bar").classList.add("bg-danger");
   el("progress-message").textContent = "The server did not start.";
@@ -81,6 +82,21 @@ function follow() {
   });
 }
 
+/** Cancel: stop the pending start (a queued batch job is cancelled), then go home. */
+async function cancel() {
+  el("cancel-start").disabled = true;
+  el("progress-message").textContent = "Cancelling…";
+  try {
+    await stopServer(root.dataset.user, root.dataset.server);
+  } catch (error) {
+    el("cancel-start").disabled = false;
+    el("progress-message").textContent = `Could not cancel: ${error.message}`;
+    return;
+  }
+  window.location.assign(el("home-link").getAttribute("href"));
+}
+
 if (root) {
+  el("cancel-start").addEventListener("click", cancel);
   follow();
 }
