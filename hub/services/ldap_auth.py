@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import ssl
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -44,12 +45,25 @@ from hub.services.auth import Authenticator, AuthResult, AuthUnavailable
 log = logging.getLogger(__name__)
 
 
+_ESCAPE = re.compile(r"\\([0-9a-fA-F]{2}|.)")
+
+
+def _unescape(value: str) -> str:
+    """An RFC 4514 attribute value without its escapes: ``a\\,b`` → ``a,b``,
+    ``\\c3\\a9`` → ``é``."""
+    def byte(m: re.Match[str]) -> str:
+        code = m.group(1)
+        return f"%{code}" if len(code) == 2 else "".join(f"%{b:02x}" for b in code.encode())
+
+    return unquote(_ESCAPE.sub(byte, value.replace("%", "%25")), errors="replace")
+
+
 def group_names(dns: list[str]) -> list[str]:
     """``cn=students,ou=groups,…`` → ``students`` (the first RDN's value); bad DNs skipped."""
     out: list[str] = []
     for dn in dns:
         try:
-            out.append(str(parse_dn(dn)[0][1]))
+            out.append(_unescape(str(parse_dn(dn)[0][1])))
         except (LDAPException, IndexError, ValueError):
             continue
     return out
