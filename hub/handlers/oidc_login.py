@@ -46,7 +46,7 @@ class _OIDCHandler(BaseHandler):
         return f"{proto}://{self.request.host}{self.hub_prefix}oauth_callback"
 
     def throttle_key(self) -> tuple[str, str]:
-        return self.request.remote_ip or "?", "(oidc)"
+        return self.client_ip, "(oidc)"
 
 
 class OAuthLoginHandler(_OIDCHandler):

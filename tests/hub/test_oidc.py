@@ -9,7 +9,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,14 +35,18 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OIDCProvider]
         op.stop()
 
 
+def _env(provider: OIDCProvider) -> dict[str, str]:
+    return {"HIMALIA_AUTHENTICATOR": "oidc", "HIMALIA_OIDC_ISSUER": provider.issuer,
+            "HIMALIA_OIDC_CLIENT_ID": CLIENT_ID, "HIMALIA_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+            "HIMALIA_OIDC_SCOPES": "openid,profile,email,groups",
+            "HIMALIA_OIDC_LOGIN_SERVICE": "Test IdP"}
+
+
 @pytest.fixture(scope="module")
 def hub(provider: OIDCProvider, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[HubProcess]:
     cmd, args = mockserver.command("normal", 0.5)
-    env = {"HIMALIA_AUTHENTICATOR": "oidc", "HIMALIA_OIDC_ISSUER": provider.issuer,
-           "HIMALIA_OIDC_CLIENT_ID": CLIENT_ID, "HIMALIA_OIDC_CLIENT_SECRET": CLIENT_SECRET,
-           "HIMALIA_OIDC_SCOPES": "openid,profile,email,groups",
-           "HIMALIA_OIDC_LOGIN_SERVICE": "Test IdP",
+    env = {**_env(provider),
            "HIMALIA_ALLOWED_GROUPS": "gpu,staff", "HIMALIA_ADMIN_GROUPS": "hub-admins",
            "HIMALIA_MANAGE_GROUPS": "1", "HIMALIA_AUTH_STATE_KEY": KEY,
            "HIMALIA_LOGIN_MAX_FAILURES": "100",
@@ -240,3 +244,13 @@ def test_unreachable_provider_is_a_clear_error(tmp_path: Path) -> None:
         assert time.monotonic() - started < 5
     finally:
         engine.dispose()
+
+
+def test_failed_callbacks_are_throttled(provider: OIDCProvider,
+                                        make_hub: Callable[..., HubProcess]) -> None:
+    small = make_hub(env={**_env(provider), "HIMALIA_LOGIN_MAX_FAILURES": "2"})
+    statuses = [requests.get(small.url + "hub/oauth_callback?code=x&state=y",
+                             allow_redirects=False, timeout=10).status_code for _ in range(3)]
+    assert statuses == [400, 400, 429]
+    r = requests.get(small.url + "hub/oauth_login", allow_redirects=False, timeout=10)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
