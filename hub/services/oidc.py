@@ -252,6 +252,7 @@ class OIDCAuthenticator(Authenticator):
             info = await self._userinfo(meta["userinfo_endpoint"], tokens)
             if info.get("sub") != claims.get("sub"):
                 raise LoginRefused(FAILED, "userinfo is about another subject")
+            log.debug("claims from userinfo: %s", ", ".join(sorted(info))[:200])
             claims = {**claims, **info}
         name = username_from(claims, cfg.oidc_username_claim, cfg.oidc_username_normalize)
         if name is None:

@@ -49,7 +49,7 @@ def hub(provider: OIDCProvider, tmp_path_factory: pytest.TempPathFactory
     env = {**_env(provider),
            "HIMALIA_ALLOWED_GROUPS": "gpu,staff", "HIMALIA_ADMIN_GROUPS": "hub-admins",
            "HIMALIA_MANAGE_GROUPS": "1", "HIMALIA_AUTH_STATE_KEY": KEY,
-           "HIMALIA_LOGIN_MAX_FAILURES": "100",
+           "HIMALIA_LOGIN_MAX_FAILURES": "100", "HIMALIA_OIDC_USERINFO": "1",
            "HIMALIA_SPAWNER": "tests.hub.authstate_spawner:AuthStateSpawner",
            "HIMALIA_SINGLEUSER_CMD": ",".join(cmd), "HIMALIA_SINGLEUSER_ARGS": ",".join(args)}
     proc = HubProcess(tmp_path_factory.mktemp("oidchub"), env=env)
@@ -101,6 +101,7 @@ def test_alice_signs_in_with_groups_and_encrypted_auth_state(hub: HubProcess) ->
     assert s.get(hub.url + "hub/home", allow_redirects=False, timeout=10).status_code == 200
     model = hub.api("GET", "/users/alice").json()
     assert sorted(model["groups"]) == ["gpu", "students"] and model["admin"] is False
+    assert any("claims from userinfo: " in line and "groups" in line for line in hub.lines)
     state = model["auth_state"]
     assert state["claims"]["preferred_username"] == "alice" and state["access_token"]
     assert state["refresh_token"] and state["expires_at"] > time.time()
