@@ -207,6 +207,14 @@ class Config:
     ldap_timeout: float = setting(5.0, "Seconds allowed for connecting to and each operation "
                                   "on the directory.")
 
+    profiles: list[dict[str, Any]] = setting(
+        [],
+        "Spawn profiles users pick from (any spawner): tables {name, display_name, description, "
+        "groups, options (fixed), choices (user-choosable fields: partition, account, qos, "
+        "reservation, walltime in minutes, cpus, memory, gpus; each a JSON Schema fragment "
+        "with enum/minimum/maximum/default)}; see docs/slurm.md.",
+        cli=False,
+    )
     slurm_partition: str = setting("", "Slurm spawner: partition of the jobs (empty: Slurm's "
                                    "default).")
     slurm_account: str = setting("", "Slurm spawner: account charged (empty: the user's default).")

@@ -16,7 +16,7 @@ from hub.api.base import APIHandler
 from hub.api.batch import routes as batch_routes
 from hub.db.database import transaction
 from hub.handlers.base import HubError
-from hub.services import names, users
+from hub.services import names, profiles, users
 from hub.services import scopes as sc
 from hub.services import servers as srv
 
@@ -62,6 +62,21 @@ class _ServerBase(APIHandler):
             except users.UserError as e:
                 raise HubError(e.status, str(e)) from None
 
+    def _groups(self, user: str) -> set[str]:
+        with transaction(self.hub.db) as session:
+            return {g.name for g in users.require(session, user).groups}
+
+    def _checked_options(self, user: str, options: dict[str, Any]) -> dict[str, Any]:
+        """With profiles configured: the options they allow (400 naming the field, before
+        anything starts); without: as given."""
+        found = profiles.parse(self.hub.config.profiles)
+        if not found:
+            return options
+        try:
+            return profiles.resolve(found, self._groups(user), options)
+        except profiles.ProfileError as e:
+            raise HubError(400, f"Invalid user options: {e}") from None
+
     @property
     def manager(self) -> srv.ServerManager:
         return self.hub.servers
@@ -76,6 +91,7 @@ class ServerHandler(_ServerBase):
             raise HubError(400, "user options must be a JSON object")
         user, server = self._target(name, server_name, "servers")
         self._check_named_limit(user, server)
+        options = self._checked_options(user, options)
         try:
             await self.manager.start(user, server, options)
         except srv.AlreadyRunning as e:
@@ -132,6 +148,21 @@ class NamedServerHandler(ServerHandler):
         self.write_json(model)
 
 
+class SpawnOptionsHandler(_ServerBase):
+    """``GET``: the JSON Schema of the options this user may start the server with (from the
+    ``profiles`` setting; ``null`` without profiles) and the server's last options."""
+
+    def get(self, name: str, server_name: str = "") -> None:
+        user, server = self._target(name, server_name, "read:servers")
+        found = profiles.parse(self.hub.config.profiles)
+        with transaction(self.hub.db) as session:
+            owner = users.require(session, user)
+            groups = {g.name for g in owner.groups}
+            last = users.last_options(owner, server)
+        self.write_json({"schema": profiles.schema_for(found, groups) if found else None,
+                         "last": last})
+
+
 class ProgressHandler(_ServerBase):
     """Server-Sent Events: ``data: {"progress": 0-100, "message": ...}`` until ready/failed."""
 
@@ -173,6 +204,8 @@ routes = [
     (r"api/users/([^/]+)/server", ServerHandler),
     (r"api/users/([^/]+)/servers/([^/]+)", NamedServerHandler),
     (r"api/users/([^/]+)/server/progress", ProgressHandler),
+    (r"api/users/([^/]+)/server/options", SpawnOptionsHandler),
+    (r"api/users/([^/]+)/servers/([^/]+)/options", SpawnOptionsHandler),
     (r"api/users/([^/]+)/servers/([^/]+)/progress", ProgressHandler),
     *batch_routes,  # a batch job's server reports its port
 ]

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from hub.db.database import transaction
 from hub.handlers.base import PAGE_CSP, BaseHandler, HubError
 from hub.handlers.errors import write_json_error
-from hub.services import names, users
+from hub.services import names, profiles, users
 from hub.services import scopes as sc
 from hub.services import servers as srv
 from hub.services.server_names import server_prefix
@@ -247,13 +247,47 @@ class SpawnHandler(PageHandler):
             self.redirect(self.next_for(view))
         elif view.status == "starting":
             self._pending_redirect(view)
+        elif view.may_start and profiles.parse(self.hub.config.profiles):
+            self._options_form(view, 200)
         else:
             self.not_running_page(view, 200)
 
+    def _options_form(self, view: ServerView, status: int, error: str = "",
+                      chosen: dict[str, Any] | None = None) -> None:
+        """The spawn form: the JSON Schema of the user's profiles as Bootstrap fields, the
+        last choice preselected."""
+        found = profiles.parse(self.hub.config.profiles)
+        with transaction(self.hub.db) as session:
+            owner = users.require(session, view.user)
+            groups = {g.name for g in owner.groups}
+            last = chosen or users.last_options(owner, view.name) or {}
+        nxt = self.next_for(view)
+        query = "?" + urlencode({"next": nxt}) if nxt != view.url else ""
+        self.set_status(status)
+        self.finish(self.render_template(
+            "spawn.html", server=view, owner=view.user, server_name=view.name,
+            schema=profiles.schema_for(found, groups), last=last, error=error,
+            spawn_url=view.spawn_url + query))
+
     async def post(self, name: str | None = None, server_name: str = "") -> None:
         view = self._view(name, server_name, "servers")
+        options: dict[str, Any] = {}
+        found = profiles.parse(self.hub.config.profiles)
+        if found:
+            form = {k: self.get_body_argument(k) for k in self.request.body_arguments}
+            if "profile" not in form:  # the home page's Start: show the form first
+                self.redirect(self.request.uri or view.spawn_url, status=303)
+                return
+            request = profiles.from_form(found, form)
+            with transaction(self.hub.db) as session:
+                groups = {g.name for g in users.require(session, view.user).groups}
+            try:
+                options = profiles.resolve(found, groups, request)
+            except profiles.ProfileError as e:
+                self._options_form(view, 400, error=str(e), chosen=request)
+                return
         try:
-            await self.manager.start(view.user, view.name, {})
+            await self.manager.start(view.user, view.name, options)
         except srv.AlreadyRunning:
             pass  # the pending page forwards to it
         except srv.TooManySpawns as e:

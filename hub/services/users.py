@@ -172,6 +172,15 @@ def role_names(user: User) -> list[str]:
     return out
 
 
+def last_options(user: User, server: str) -> dict[str, Any] | None:
+    """The options ``user`` last started ``server`` with — or, for a server never started
+    with options, those of the user's most recently started server — to preselect them."""
+    rows = sorted((s for s in user.servers if s.user_options),
+                  key=lambda s: (s.name == server, s.last_activity or datetime.min),
+                  reverse=True)
+    return dict(rows[0].user_options) if rows else None
+
+
 class ServerLike(Protocol):
     """A server row, or the same columns loaded without the ORM."""
 

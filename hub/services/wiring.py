@@ -15,9 +15,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from jsonschema.exceptions import SchemaError
+
+from hub.config import Config
 from hub.context import Foundation, HubContext
 from hub.db.database import transaction
-from hub.services import auth_state, plugins, rbac
+from hub.services import auth_state, plugins, profiles, rbac
 from hub.services import scopes as sc
 from hub.services.local_spawner import LocalProcessSpawner
 from hub.services.oauth import OAuthProvider
@@ -34,6 +37,14 @@ BUILTIN_SPAWNERS: dict[str, type[Spawner]] = {"local": LocalProcessSpawner,
 
 class StartupFailure(RuntimeError):
     """A service could not start (message is for the operator)."""
+
+
+def check_profiles(cfg: Config) -> None:
+    """Refuse to start with a malformed ``profiles`` setting (not at the first spawn)."""
+    try:
+        profiles.parse(cfg.profiles)
+    except (ValueError, SchemaError) as e:
+        raise StartupFailure(f"invalid profiles setting: {e}") from None
 
 
 def spawner_class(spec: str) -> type[Spawner]:
@@ -71,6 +82,7 @@ async def build_hub(base: Foundation, hub_url: str) -> tuple[HubContext, str]:
     """Start or attach the proxy, make the server manager and let it resume every stored
     server, sync the proxy's routes; returns the whole context and the public URL."""
     cfg = base.config
+    check_profiles(cfg)
     services, roles = load_rbac(base)
     launcher = ProxyLauncher(cfg, hub_url)
     try:

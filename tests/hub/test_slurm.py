@@ -33,6 +33,31 @@ from tests.kernelclient import KernelClient
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 CTLD_PID = Path("/run/slurm/slurmctld.pid")
+#: Profiles of the module's hub: "standard" for everyone, "staff" for the group hpc-staff.
+PROFILES = """
+[[profiles]]
+name = "standard"
+display_name = "Standard"
+description = "1 CPU; walltime up to 2 hours"
+[profiles.options]
+cpus = 1
+[profiles.choices.walltime]
+minimum = 1
+maximum = 120
+default = 30
+[profiles.choices.partition]
+enum = ["debug"]
+
+[[profiles]]
+name = "staff"
+display_name = "Staff"
+groups = ["hpc-staff"]
+[profiles.options]
+partition = "debug"
+[profiles.choices.walltime]
+maximum = 600
+default = 60
+"""
 PASSWORD = "correct horse 1"
 
 
@@ -90,11 +115,13 @@ def cluster() -> Iterator[dict[str, Any]]:
         pytest.skip("Slurm is not running (bash scripts/slurm_up.sh)")
     prefix = unixaccounts.unique_prefix()
     world = unixaccounts.world_dir()
+    config = world / "himalia.toml"
+    config.write_text(PROFILES)
     # A fixed hub port (free now) for the module: jobs report to it across a hub restart.
     hub = HubProcess(world / "data", extra_args=[
-        "--hub-port", str(free_port()),
+        "--config", str(config), "--hub-port", str(free_port()),
         "--accounts", "create", "--account-prefix", prefix, "--spawner", "slurm",
-        "--slurm-bind-ip", "127.0.0.1", "--slurm-walltime", "0:30:00",
+        "--slurm-bind-ip", "127.0.0.1",
         "--slurm-walltime-warning", "3600", "--spawn-http-timeout", "60"])
     fillers: list[str] = []
     try:
@@ -186,6 +213,8 @@ def test_job_runs_as_the_account_through_the_proxy(cluster: dict[str, Any]) -> N
     job = model["state"]["job_id"]
     account = cluster["prefix"] + name
     assert squeue(job, "%u %T") == f"{account} RUNNING"
+    assert model["user_options"] == {"profile": "standard", "cpus": 1, "walltime": 30,
+                                     "partition": "debug"}
     wall = model["walltime"]
     assert wall["limit"] == "0:30:00" and 0 < wall["seconds_left"] <= 1800
     assert wall["warning"] is True  # slurm_walltime_warning (1 h) is longer than the job
@@ -293,9 +322,55 @@ def test_hub_restart_reattaches_running_and_queued(cluster: dict[str, Any]) -> N
 def test_walltime_runs_out_and_is_reported(cluster: dict[str, Any]) -> None:
     hub: HubProcess = cluster["hub"]
     name = new_user(hub)
-    r = hub.api("POST", f"/users/{name}/server", json={"walltime": "1"})
+    r = hub.api("POST", f"/users/{name}/server", json={"profile": "standard", "walltime": 1})
     assert r.status_code in (201, 202), r.text
     job = wait_ready(hub, name)["state"]["job_id"]
     wait_stopped(hub, name, timeout=120)
     assert squeue(job) in ("", "TIMEOUT")
     assert "walltime limit" in home_text(hub, name)
+
+
+@pytest.mark.parametrize(("options", "field"), [
+    ({"profile": "standard", "walltime": 121}, "walltime"),
+    ({"profile": "standard", "walltime": "1:00:00"}, "walltime"),
+    ({"profile": "standard", "partition": "nope"}, "partition"),
+    ({"profile": "standard", "gpus": 1}, "gpus"),
+    ({"profile": "staff"}, "profile"),
+    ({"profile": "huge"}, "profile"),
+])
+def test_bad_options_are_refused_before_anything_runs(cluster: dict[str, Any],
+                                                      options: dict[str, Any],
+                                                      field: str) -> None:
+    hub: HubProcess = cluster["hub"]
+    name = new_user(hub)
+    r = hub.api("POST", f"/users/{name}/server", json=options)
+    assert r.status_code == 400
+    assert r.json()["message"].startswith(f"Invalid user options: {field}: ")
+    assert hub.api("GET", f"/users/{name}").json()["servers"] == {}
+    with pytest.raises(KeyError):  # no sbatch ran: the account is made only for a start
+        pwd.getpwnam(cluster["prefix"] + name)
+
+
+def test_schema_per_group_and_last_choice(cluster: dict[str, Any]) -> None:
+    hub: HubProcess = cluster["hub"]
+    name = new_user(hub)
+    got = hub.api("GET", f"/users/{name}/server/options").json()
+    assert got["last"] is None
+    assert got["schema"]["properties"]["profile"]["enum"] == ["standard"]
+    walltime = got["schema"]["oneOf"][0]["properties"]["walltime"]
+    assert (walltime["minimum"], walltime["maximum"], walltime["type"]) == (1, 120, "integer")
+    assert hub.api("POST", "/groups/hpc-staff").status_code in (201, 409)
+    assert hub.api("POST", "/groups/hpc-staff/users", json={"users": [name]}).status_code == 200
+    got = hub.api("GET", f"/users/{name}/server/options").json()
+    assert got["schema"]["properties"]["profile"]["enum"] == ["standard", "staff"]
+    r = hub.api("POST", f"/users/{name}/servers/long", json={"profile": "staff",
+                                                             "walltime": 300})
+    assert r.status_code in (201, 202), r.text
+    job = hub.wait_for(lambda: hub.api("GET", f"/users/{name}").json()["servers"]
+                       .get("long", {}).get("state", {}).get("job_id"), timeout=60)
+    assert squeue(job, "%l") == "5:00:00"
+    assert hub.api("DELETE", f"/users/{name}/servers/long").status_code in (202, 204)
+    got = hub.api("GET", f"/users/{name}/servers/long/options").json()
+    assert got["last"] == {"profile": "staff", "partition": "debug", "walltime": 300}
+    # A server never started with options preselects the latest choice.
+    assert hub.api("GET", f"/users/{name}/server/options").json()["last"]["profile"] == "staff"

@@ -8,6 +8,7 @@ name real scopes. The hub serves the same file at ``/hub/api/spec``.
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,8 @@ def _normalize(spec_path: str) -> str:
 
 
 def _implemented(handler: type, method: str) -> bool:
-    return getattr(handler, method) is not getattr(RequestHandler, method)
+    # Unwrapped: APIHandler wraps every method (Tornado's own too) in its body guard.
+    return inspect.unwrap(getattr(handler, method)) is not getattr(RequestHandler, method)
 
 
 def _operations(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
