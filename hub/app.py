@@ -18,6 +18,7 @@ from tornado import web
 
 from hub.api import authorizations as api_authorizations
 from hub.api import groups as api_groups
+from hub.api import metrics as api_metrics
 from hub.api import oauth as api_oauth
 from hub.api import proxy as api_proxy
 from hub.api import root as api_root
@@ -38,7 +39,8 @@ access_log = logging.getLogger("hub.access")
 
 ROUTE_MODULES: tuple[ModuleType, ...] = (
     api_root, api_users, api_servers, api_tokens, api_groups, api_services, api_proxy,
-    api_shutdown, api_authorizations, api_oauth, api_spec, login, oidc_login, pages,
+    api_shutdown, api_authorizations, api_oauth, api_spec, api_metrics, login, oidc_login,
+    pages,
 )
 #: Paths that carry a secret (the legacy token lookup); the access log shows them redacted.
 SECRET_PATH = re.compile(r"(/authorizations/token/)[^/?]+")
@@ -119,7 +121,7 @@ def make_app(hub: HubContext) -> web.Application:
         "cookie_secret": hub.cookie_secret,
         "xsrf_cookies": False,  # checked in BaseHandler.prepare, bound to the login session
         "xsrf_cookie_kwargs": {"path": hub.hub_prefix(), "samesite": "Strict"},
-        "log_function": log_request,
+        "log_function": hub.metrics.request_logger(log_request),
         "default_handler_class": pages.NotFoundHandler,
         "default_handler_args": {"hub": hub},
         "compress_response": False,

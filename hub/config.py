@@ -89,6 +89,18 @@ class Config:
     spawn_http_timeout: float = setting(60.0, "Seconds a started server has to answer HTTP.")
     concurrent_spawn_limit: int = setting(20, "Simultaneous pending spawns before 429.")
     server_poll_interval: float = setting(10.0, "Seconds between checks that servers live.")
+    authenticate_prometheus: bool = setting(
+        True, "/hub/metrics needs a token with read:metrics; turn off only for a Prometheus "
+        "scraper on a private network.")
+    cull_idle_timeout: float = setting(
+        3600.0, "Stop servers idle this many seconds (no activity reported by the server nor "
+        "seen by the proxy; 0: never).")
+    cull_every: float = setting(0.0, "Seconds between idle checks (0: a tenth of "
+                                "cull_idle_timeout, at most 300).")
+    cull_max_age: float = setting(0.0, "Stop servers running longer than this many seconds, "
+                                  "busy or not (0: no limit).")
+    cull_users: bool = setting(False, "Also delete users (not admins) whose server was "
+                               "culled and who have no other server running.")
     singleuser_cmd: list[str] = setting(["himalia-singleuser"],
                                         "Command that runs a user's server.", cli=False)
     singleuser_args: list[str] = setting([], "Extra arguments for the single-user command.",

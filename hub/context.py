@@ -21,6 +21,7 @@ from hub.services.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from hub.services.accounts import AccountPolicy
+    from hub.services.metrics import HubMetrics
     from hub.services.oauth import OAuthProvider
     from hub.services.proxy_client import ProxyClient, ProxyLauncher, Route
     from hub.services.rbac import Service
@@ -59,6 +60,8 @@ class HubContext(Foundation):
     oauth: OAuthProvider
     #: Every route the proxy should hold besides the hub's (servers and services).
     wanted_routes: Callable[[], Mapping[str, Route]]
+    #: The hub's Prometheus metrics (``/hub/metrics``), on a registry of its own.
+    metrics: HubMetrics
     #: Role name → scopes of the roles defined in the database (read-only at run time).
     custom_roles: dict[str, list[str]] = field(default_factory=dict)
     #: External services from the ``services`` setting, by name (read-only at run time).

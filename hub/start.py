@@ -18,6 +18,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +175,7 @@ async def start(cfg: Config) -> RunningHub:
     """Run every start-up step; raises :class:`StartupError` with a clear message."""
     from hub.services import wiring
 
+    began = time.monotonic()
     base = prepare(cfg)
     sockets, hub_url = bind_hub(cfg)
     try:
@@ -185,6 +187,7 @@ async def start(cfg: Config) -> RunningHub:
         _close(sockets)
         raise
     http = serve_http(hub, sockets)
+    hub.metrics.hub_startup.observe(time.monotonic() - began)
     tasks = wiring.start_loops(hub)
     log.info("Himalia %s: hub at %s, public URL %s%s", __version__, hub_url, public_url,
              cfg.base_url)

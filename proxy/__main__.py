@@ -3,9 +3,11 @@
 Flags (``--help`` lists them with defaults), compatible with configurable-http-proxy's common
 ones: ``--ip --port --api-ip --api-port --default-target --error-target --ssl-key --ssl-cert
 --log-level --keep-alive-timeout --timeout --host-routing``, plus ``--routes-file FILE``
-(journal the routes and reload them at start) and ``--no-auth`` (allow running without a
-token, loopback API only). The API token is read from the ``CONFIGPROXY_AUTH_TOKEN``
-environment variable; without it the proxy refuses to start (exit status 2).
+(journal the routes and reload them at start), ``--no-auth`` (allow running without a
+token, loopback API only), ``--no-metrics`` (no counting, no ``GET /metrics``) and
+``--metrics-no-auth`` (``GET /metrics`` on the API port without the token). The API token
+is read from the ``CONFIGPROXY_AUTH_TOKEN`` environment variable;
+without it the proxy refuses to start (exit status 2).
 
 Once both ports accept connections, exactly one line is printed to stderr::
 

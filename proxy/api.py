@@ -6,6 +6,8 @@
 ``GET /api/routes/<path>``                one route, or 404
 ``POST /api/routes/<path>``               body ``{"target": url, ...}`` → 201 (replaces)
 ``DELETE /api/routes/<path>``             204, or 404 if there is no such route
+``GET /metrics``                          Prometheus metrics (:mod:`proxy.metrics`); without
+                                          the token too with ``--metrics-no-auth``
 ========================================  ==================================================
 
 Every request must carry ``Authorization: token <CONFIGPROXY_AUTH_TOKEN>`` — checked before
@@ -35,6 +37,7 @@ import httptools
 
 from .headers import status_line
 from .logs import access_log
+from .metrics import CONTENT_TYPE
 from .store import RouteStore, parse_iso
 
 __all__ = ["ApiApp", "ApiConnection", "ApiRequest", "ApiResponse", "HTTPError"]
@@ -62,6 +65,7 @@ class ApiResponse:
 
     status: int
     body: bytes = b""
+    content_type: bytes = b"application/json"
 
 
 class HTTPError(Exception):
@@ -89,9 +93,13 @@ class ApiApp:
     request and the pattern's first group.
     """
 
-    def __init__(self, store: RouteStore, token: str | None) -> None:
+    def __init__(self, store: RouteStore, token: str | None,
+                 metrics: Callable[[], bytes] | None = None, metrics_public: bool = False
+                 ) -> None:
         self.store = store
         self._token = token.encode() if token else None
+        self._metrics = metrics
+        self._metrics_public = metrics_public and metrics is not None
         Handler = Callable[[ApiRequest, str], ApiResponse]
         self.routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
             (
@@ -99,10 +107,13 @@ class ApiApp:
                 {"GET": self.get_routes, "POST": self.post_route, "DELETE": self.delete_route},
             ),
         ]
+        if metrics is not None:
+            self.routes.append((re.compile(r"^/metrics()$"), {"GET": self.get_metrics}))
 
     def handle(self, request: ApiRequest) -> ApiResponse:
         try:
-            self._authenticate(request)
+            if not (self._metrics_public and request.path == "/metrics"):
+                self._authenticate(request)
             for pattern, methods in self.routes:
                 match = pattern.match(request.path)
                 if match is None:
@@ -131,6 +142,10 @@ class ApiApp:
                 raise HTTPError(404, "No such route")
             return json_response(200, self.store.model(route))
         return json_response(200, self.store.models(self._inactive_since(request.query)))
+
+    def get_metrics(self, request: ApiRequest, key: str) -> ApiResponse:
+        assert self._metrics is not None
+        return ApiResponse(200, self._metrics(), CONTENT_TYPE)
 
     def post_route(self, request: ApiRequest, key: str) -> ApiResponse:
         data = self._json_object(request.body)
@@ -268,7 +283,7 @@ class ApiConnection(asyncio.Protocol):
             return
         head = [status_line(response.status)]
         if response.body:
-            head.append(b"Content-Type: application/json\r\n")
+            head.append(b"Content-Type: %s\r\n" % response.content_type)
         head.append(b"Content-Length: %d\r\n" % len(response.body))
         if not keep_alive:
             head.append(b"Connection: close\r\n")

@@ -21,6 +21,7 @@ from .config import ProxyConfig
 from .errors import ErrorPages
 from .journal import RouteJournal
 from .messages import ProxyContext
+from .metrics import ProxyCollector, ProxyStats, registry_for
 from .server import ClientConnection
 from .store import RouteStore
 from .upstream import UpstreamPool
@@ -61,6 +62,7 @@ class ProxyServer:
         self.pool = UpstreamPool(connect_timeout=config.timeout / 1000)
         self.connections: set[ClientConnection] = set()
         self.api_connections: set[ApiConnection] = set()
+        self.stats = None if config.no_metrics else ProxyStats()
         self._servers: list[asyncio.Server] = []
         self.public_url = self.api_url = ""
 
@@ -80,6 +82,7 @@ class ProxyServer:
             now=loop.time,
             host_routing=config.host_routing,
             keep_alive_timeout=config.keep_alive_timeout / 1000,
+            stats=self.stats,
         )
         tls = None
         if config.ssl_cert and config.ssl_key:
@@ -88,7 +91,12 @@ class ProxyServer:
         def public() -> ClientConnection:
             return ClientConnection(ctx, self.connections, tls=tls is not None)
 
-        app = ApiApp(self.store, config.auth_token)
+        metrics = None
+        if self.stats is not None:
+            store = self.store
+            metrics = registry_for(ProxyCollector(self.stats, self.connections,
+                                                  lambda: len(store)))
+        app = ApiApp(self.store, config.auth_token, metrics, config.metrics_no_auth)
 
         def api() -> ApiConnection:
             return ApiConnection(app, self.api_connections)

@@ -55,6 +55,8 @@ class ProxyConfig:
     keep_alive_timeout: int = 30_000
     timeout: int = 10_000
     log_level: str = "info"
+    no_metrics: bool = False
+    metrics_no_auth: bool = False
     auth_token: str | None = field(default=None, repr=False)
 
     @property
@@ -112,6 +114,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("--timeout", "timeout", "give up connecting to a target after N ms (503)", int, "MS"),
     Option("--log-level", "log_level", "debug, info, warn or error", metavar="LEVEL"),
+    Option("--no-metrics", "no_metrics", "count nothing and serve no GET /metrics", bool),
+    Option(
+        "--metrics-no-auth",
+        "metrics_no_auth",
+        "serve GET /metrics on the API port without the token (for a private scraper)",
+        bool,
+    ),
 )
 
 

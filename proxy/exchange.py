@@ -393,6 +393,8 @@ class Exchange:
         self._enter(Phase.TUNNEL)
         self._parser = None
         self._log("websocket")
+        if self.ctx.stats is not None:
+            self.ctx.stats.tunnels_opened += 1
         if tail:
             self._out.append(tail)
         self._flush()
@@ -430,11 +432,15 @@ class Exchange:
         self._note = reason
         self._keep_alive = self._up_keep_alive = False
         self._chunk_out = False  # no terminating chunk: the client must see the truncation
+        if self.ctx.stats is not None:
+            self.ctx.stats.upstream_errors += 1
         self._drop_upstream()
         self._finish()
 
     def _respond_error(self, status: int, reason: str) -> None:
         self.status, self._note = status, reason
+        if status in (502, 503) and self.ctx.stats is not None:
+            self.ctx.stats.upstream_errors += 1
         self._drop_upstream()
         req = self.request
         if req.headers.websocket or not self._request_done:
@@ -461,6 +467,9 @@ class Exchange:
 
     def _log(self, note: str = "") -> None:
         req = self.request
+        stats = self.ctx.stats
+        if stats is not None:
+            stats.requests[self.status // 100] += 1
         own_error = bool(self._note) or self.route is None
         if own_error:
             level = logging.WARNING if self.status >= 500 else logging.INFO

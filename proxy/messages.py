@@ -17,6 +17,7 @@ from .headers import Forwarded, RequestHeaders
 
 if TYPE_CHECKING:
     from .errors import ErrorPages
+    from .metrics import ProxyStats
     from .store import RouteStore
     from .upstream import UpstreamPool
 
@@ -69,6 +70,7 @@ class ProxyContext:
     keep_alive_timeout: float = 30.0
     max_header_bytes: int = 64 * 1024
     max_headers: int = 200
+    stats: ProxyStats | None = None  # None with --no-metrics
 
 
 class Downstream(Protocol):

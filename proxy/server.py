@@ -312,6 +312,11 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
     @property
+    def tunnelling(self) -> bool:
+        """True once this connection carries a WebSocket tunnel."""
+        return self._tunnel is not None
+
+    @property
     def busy(self) -> bool:
         """True while a request is in flight (not counting tunnels)."""
         return self._current is not None

@@ -95,6 +95,8 @@ class ProxyClient:
         self.api_url = api_url.rstrip("/")
         self._token = token
         self.timeout = timeout
+        #: ``observe(method, url, seconds, ok)`` after every API call (the hub's metrics).
+        self.observe: Callable[[str, str, float, bool], None] | None = None
 
     def __repr__(self) -> str:
         return f"<ProxyClient {self.api_url}>"  # never the token
@@ -115,6 +117,20 @@ class ProxyClient:
 
     async def _request(
         self, method: str, url: str, body: Any = None, ok: tuple[int, ...] = (200,)
+    ) -> HTTPResponse:
+        began = time.monotonic()
+        try:
+            resp = await self._send(method, url, body, ok)
+        except ProxyError:
+            if self.observe is not None:
+                self.observe(method, url, time.monotonic() - began, False)
+            raise
+        if self.observe is not None:
+            self.observe(method, url, time.monotonic() - began, True)
+        return resp
+
+    async def _send(
+        self, method: str, url: str, body: Any, ok: tuple[int, ...]
     ) -> HTTPResponse:
         req = HTTPRequest(
             url, method=method, headers={"Authorization": f"token {self._token}",
@@ -233,6 +249,8 @@ class ProxyLauncher:
         self._proc: subprocess.Popen[bytes] | None = None
         self._token = ""
         self._stopped = False
+        #: Called with the seconds each successful :meth:`check_routes` took (metrics).
+        self.on_checked: Callable[[float], None] | None = None
 
     @property
     def hub_url(self) -> str:
@@ -418,11 +436,14 @@ class ProxyLauncher:
 
     async def check_routes(self, wanted: Mapping[str, Route]) -> RouteSync:
         """Restart a dead proxy of ours, then make its table hold the hub route and ``wanted``."""
+        began = time.monotonic()
         restarted = await self.ensure_running()
         if self.client is None:
             raise ProxyError("the proxy was not started")
         sync = await self.client.sync_routes({**wanted, "/": self.hub_route()})
         sync.restarted = restarted
+        if self.on_checked is not None:
+            self.on_checked(time.monotonic() - began)
         return sync
 
     async def check_loop(self, wanted: Callable[[], Mapping[str, Route]]) -> None:

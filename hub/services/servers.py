@@ -42,6 +42,7 @@ from hub.db.database import transaction
 from hub.db.models import APIToken, OAuthClient, Server, User, utcnow
 from hub.services import lifecycle, tokens
 from hub.services.lifecycle import State
+from hub.services.metrics import HubMetrics
 from hub.services.proxy_client import ProxyClient, ProxyError, Route
 from hub.services.server_names import (
     access_scopes,
@@ -171,6 +172,8 @@ class ServerManager:
         #: ``await source(user)``: the auth_state handed to a spawner before its start (see
         #: :attr:`Spawner.auth_state`); set at start-up, None when no authenticator keeps any.
         self.auth_state_source: Callable[[str], Awaitable[dict[str, Any] | None]] | None = None
+        #: Spawn, stop and poll durations go here (the hub's own, set at start-up).
+        self.metrics = HubMetrics()
 
     # --- queries -------------------------------------------------------------------------
     @property
@@ -243,6 +246,7 @@ class ServerManager:
         """Move ``slot`` to ``state`` (checked against the allowed transitions), store the
         state and ``why`` in its row (plus ``update``, in the same transaction), wake waiters."""
         lifecycle.check(slot.state, state)
+        self.metrics.transition((slot.user, slot.server), slot.state, state)
         slot.state, slot.why = state, why
         slot.notify()
         with transaction(self.db) as session:
@@ -265,12 +269,15 @@ class ServerManager:
             what = {State.RUNNING: "is already running",
                     State.STOPPING: "is stopping; try again shortly"}
             name = label(user, server)
+            if old.state.pending:
+                self.metrics.refused("already-pending")
             raise AlreadyRunning(
                 f"{name[0].upper()}{name[1:]} {what.get(old.state, 'is already starting')}",
                 old.state.pending)
         limit = self.config.concurrent_spawn_limit
         if limit > 0 and self.pending_spawns() >= limit:
             # Jitter, so that refused clients do not all come back at the same moment.
+            self.metrics.refused("throttled")
             raise TooManySpawns(retry_after=random.randint(5, 15))
         lifecycle.check(old.state if old else State.STOPPED, State.REQUESTED)
         options = dict(user_options or {})
@@ -494,6 +501,7 @@ class ServerManager:
             await self._teardown(slot, now=False)
         except Exception:
             log.exception("stopping %s failed", label(slot.user, slot.server))
+            self.metrics.stop_failed((slot.user, slot.server))
         self._enter(slot, State.STOPPED, slot.why, update=_clear_row)
         slot.task = None
         log.info("%s stopped (%s)", label(slot.user, slot.server), reason)
@@ -574,11 +582,13 @@ class ServerManager:
             spawner = slot.spawner
             if slot.state is not State.RUNNING or spawner is None:
                 continue
+            began = time.monotonic()
             try:
                 status = await spawner.poll()
             except Exception:
                 log.exception("polling %s failed", label(slot.user, slot.server))
                 continue
+            self.metrics.polled(time.monotonic() - began, status is None)
             if status is None or slot.state is not State.RUNNING:  # a stop began meanwhile
                 continue
             why = Failure(_exit_reason(spawner) or

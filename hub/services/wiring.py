@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +23,9 @@ from hub.context import Foundation, HubContext
 from hub.db.database import transaction
 from hub.services import auth_state, plugins, profiles, rbac
 from hub.services import scopes as sc
+from hub.services.culler import Culler
 from hub.services.local_spawner import LocalProcessSpawner
+from hub.services.metrics import HubMetrics, lag_loop
 from hub.services.oauth import OAuthProvider
 from hub.services.proxy_client import ProxyError, ProxyLauncher, Route
 from hub.services.servers import ServerManager
@@ -90,6 +93,9 @@ async def build_hub(base: Foundation, hub_url: str) -> tuple[HubContext, str]:
     except ProxyError as e:
         raise StartupFailure(f"cannot start the proxy: {e}") from None
     servers = ServerManager(cfg, base.db, proxy, spawner_class(cfg.spawner), hub_url)
+    metrics = servers.metrics = HubMetrics()
+    metrics.watch(base.db, lambda: len(servers.wanted_routes()))
+    proxy.observe, launcher.on_checked = metrics.proxy_request, metrics.routes_checked
     if base.authenticator.auth_state.enabled:
         servers.auth_state_source = functools.partial(auth_state.for_spawn, base.db,
                                                       base.authenticator)
@@ -102,9 +108,11 @@ async def build_hub(base: Foundation, hub_url: str) -> tuple[HubContext, str]:
         **{f.name: getattr(base, f.name) for f in dataclasses.fields(Foundation)},
         servers=servers, proxy=proxy, proxy_launcher=launcher,
         oauth=OAuthProvider(base.db, cfg), wanted_routes=wanted,
-        custom_roles=roles, external_services=services,
+        custom_roles=roles, external_services=services, metrics=metrics,
     )
+    began = time.monotonic()
     await servers.reattach()
+    metrics.init_spawners.observe(time.monotonic() - began)
     try:
         await launcher.check_routes(wanted())
     except ProxyError as e:
@@ -113,8 +121,12 @@ async def build_hub(base: Foundation, hub_url: str) -> tuple[HubContext, str]:
 
 
 def start_loops(hub: HubContext) -> list[asyncio.Task[Any]]:
-    """The background loops: server polling and the proxy's route check."""
+    """The background loops: server polling, the proxy's route check, event-loop lag, the
+    idle culler."""
+    culler = Culler(hub.config, hub.db, hub.servers, hub.proxy)
     return [
+        asyncio.create_task(culler.cull_loop(), name="culler"),
+        asyncio.create_task(lag_loop(hub.metrics), name="loop-lag"),
         asyncio.create_task(hub.servers.poll_loop(), name="server-poll"),
         asyncio.create_task(hub.proxy_launcher.check_loop(hub.wanted_routes), name="proxy-check"),
     ]
