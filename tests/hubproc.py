@@ -148,7 +148,10 @@ class HubProcess:
         operator's shared config file would give both)."""
         return subprocess.run([sys.executable, "-m", "hub", *args, "--data-dir",
                                str(self.data_dir)], input=stdin, capture_output=True,
-                              text=True, timeout=60, env={**os.environ, **self.account_env()})
+                              text=True, timeout=60,
+                              env={**os.environ, **self.account_env(), **{
+                                  k: v for k, v in self.extra_env.items()
+                                  if k.startswith("HIMALIA_")}})
 
     def account_env(self) -> dict[str, str]:
         """``HIMALIA_ACCOUNTS`` (and the prefix) as the hub's flags set them."""

@@ -16,7 +16,8 @@ from typing import Any
 from orjson import dumps as _dumps
 from tornado import web
 
-from hub.handlers.base import BaseHandler, HubError
+from hub.db.database import is_outage
+from hub.handlers.base import BaseHandler, HubError, database_unavailable
 from hub.handlers.errors import write_json_error
 from hub.services import scopes as sc
 
@@ -60,6 +61,10 @@ class APIHandler(BaseHandler):
             # _after_body): closing a socket with unread data makes the kernel send a reset,
             # which can destroy the response in flight.
             self._deferred_error = e
+        except Exception as e:
+            if not is_outage(e):
+                raise
+            self._deferred_error = database_unavailable(self, e)  # the same, for a 503
         # An over-long body is drained (discarded) so that the 413 still arrives; but only for
         # a caller we know: anyone else gets at most a small body read before the answer.
         known = self.identity is not None and self._deferred_error is None

@@ -22,6 +22,7 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.db.models import utcnow
@@ -32,6 +33,14 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 class SchemaOutdated(RuntimeError):
     """The database schema is older (or newer) than this version of the hub."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be used right now (down, restarting, locked
+    past the busy timeout): worth a 503 and a retry, not a 500."""
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError,
+                            sa_exc.DisconnectionError)) or (
+        isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated))
 
 
 def make_engine(url: str) -> Engine:

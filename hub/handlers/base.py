@@ -20,7 +20,7 @@ from tornado import web
 
 from hub import API_VERSION, __version__
 from hub.context import HubContext
-from hub.db.database import transaction
+from hub.db.database import is_outage, transaction
 from hub.services.identity import Identity
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ SECURITY_HEADERS = {
 }
 
 
+DB_UNAVAILABLE = "The hub's database is unavailable right now; try again in a moment."
+
+
 class HubError(web.HTTPError):
     """An error whose ``message`` is safe to show the client (log text stays separate)."""
 
@@ -46,6 +49,14 @@ class HubError(web.HTTPError):
         super().__init__(status, log_message)
         self.message = message
         self.headers = headers or {}
+
+
+def database_unavailable(handler: BaseHandler, exc: BaseException) -> HubError:
+    """Log a database outage as one line and give the 503 the client should get."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    log.warning("%s %s: the database is unavailable (%s)", handler.request.method,
+                scrub(handler.request.path), scrub(first, 200))
+    return HubError(503, DB_UNAVAILABLE, headers={"Retry-After": "5"})
 
 
 class BaseHandler(web.RequestHandler):
@@ -240,6 +251,16 @@ class BaseHandler(web.RequestHandler):
         except Exception:  # a broken template must never turn into a traceback page
             log.exception("error page failed to render")
             self.finish(f"<h1>{status_code}</h1>")
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        # A database outage is the client's to retry (503, the usual error shape), and the
+        # operator's to see as one line, not a traceback per request.
+        if is_outage(e):
+            error = database_unavailable(self, e)
+            if not self._finished:
+                self.send_error(503, exc_info=(HubError, error, None))
+            return
+        super()._handle_request_exception(e)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, web.HTTPError):
