@@ -226,18 +226,23 @@ class JobQueue:
     async def status(self, job_id: str, max_age: float | None = None) -> Status:
         """What Slurm said about ``job_id`` at most ``max_age`` seconds ago: a
         :class:`JobInfo`, :data:`GONE`, or :data:`UNKNOWN` (squeue failed)."""
-        if job_id not in self._watched:
-            self.watch(job_id)  # a one-off question still goes through the shared call
-        age = self.max_age if max_age is None else max_age
-        if time.monotonic() - self._fetched > age:
-            await self.refresh()
-        while job_id not in self._asked:
-            # The latest call (maybe one under way when this job was first asked about) did
-            # not include it: one more, which does.
-            await self.refresh(job_id)
-        if not self._ok:
-            return UNKNOWN
-        return self._jobs.get(job_id, GONE)
+        temporary = job_id not in self._watched  # a one-off question, not a watched job
+        if temporary:
+            self.watch(job_id)
+        try:
+            age = self.max_age if max_age is None else max_age
+            if time.monotonic() - self._fetched > age:
+                await self.refresh()
+            while job_id not in self._asked:
+                # The latest call (maybe one under way when this job was first asked about)
+                # did not include it: one more, which does.
+                await self.refresh(job_id)
+            if not self._ok:
+                return UNKNOWN
+            return self._jobs.get(job_id, GONE)
+        finally:
+            if temporary:
+                self.unwatch(job_id)
 
     async def refresh(self, job_id: str | None = None) -> None:
         """One ``squeue`` for every watched job. Joins a call already under way, unless

@@ -117,6 +117,7 @@ class SlurmSpawner(Spawner):
         self._changed = asyncio.Event()
         self._exit_reason: str | None = None
         self._warned = False
+        self._watched: str | None = None  # the job id this spawner has the queue watch
 
     # --- helpers -------------------------------------------------------------------------
     @property
@@ -131,6 +132,18 @@ class SlurmSpawner(Spawner):
     def _command(self, name: str) -> str:
         folder = self.config.slurm_bin_dir
         return os.path.join(folder, name) if folder else (accounts.system_command(name) or name)
+
+    def _watch(self) -> None:
+        """Keep the job in the queue's one ``squeue`` call until it ended or is forgotten."""
+        if self.job_id is not None and self._watched != self.job_id:
+            self._unwatch()
+            self.queue.watch(self.job_id)
+            self._watched = self.job_id
+
+    def _unwatch(self) -> None:
+        if self._watched is not None:
+            self.queue.unwatch(self._watched)
+            self._watched = None
 
     def _state_changed(self) -> None:
         if self.on_state is not None:
@@ -252,42 +265,40 @@ class SlurmSpawner(Spawner):
             # sbatch's own message says which value Slurm refused; it is the user's request.
             raise SpawnerError(f"Slurm refused the job ({message[:300]})")
         self.job_id, self.uid = job_id, acct.uid
-        self.queue.watch(job_id)
+        self._watch()
         log.info("submitted batch job %s for %r as %s", job_id, self, acct.name)
         self._state_changed()
         self._changed.set()
 
     async def _wait_running(self, job_id: str) -> str:
         """Until the job runs and its server reported its port; raises if the job ended."""
-        self.queue.watch(job_id)
+        self._watch()
         fresh = False
-        try:
-            while True:
-                age = 0.0 if fresh else self.wait_interval / 2
-                fresh = False
-                status = await self.queue.status(job_id, max_age=age)
-                if isinstance(status, JobInfo) or status is slurm.GONE:
-                    info = status if isinstance(status, JobInfo) else None
-                    if info is None or info.ended:
-                        reason = await self._end_reason(info)
-                        raise SpawnerError(f"{reason} before its server "
-                                           f"started (job {job_id})")
-                    self._update(info)
-                    if info.running and self.port and info.host:
-                        self.host = info.host
-                        self._state_changed()
-                        return f"http://{info.host}:{self.port}"
-                if self._reported.is_set() and self.port:
-                    self._reported.clear()
-                    fresh = True  # ask squeue again at once: the job runs, but where?
-                    continue
-                try:
-                    async with asyncio.timeout(self.wait_interval):
-                        await self._reported.wait()
-                except TimeoutError:
-                    pass
-        finally:
-            self.queue.unwatch(job_id)
+        while True:
+            age = 0.0 if fresh else self.wait_interval / 2
+            fresh = False
+            status = await self.queue.status(job_id, max_age=age)
+            if isinstance(status, JobInfo) or status is slurm.GONE:
+                info = status if isinstance(status, JobInfo) else None
+                if info is None or info.ended:
+                    self._unwatch()
+                    reason = await self._end_reason(info)
+                    raise SpawnerError(f"{reason} before its server "
+                                       f"started (job {job_id})")
+                self._update(info)
+                if info.running and self.port and info.host:
+                    self.host = info.host
+                    self._state_changed()
+                    return f"http://{info.host}:{self.port}"
+            if self._reported.is_set() and self.port:
+                self._reported.clear()
+                fresh = True  # ask squeue again at once: the job runs, but where?
+                continue
+            try:
+                async with asyncio.timeout(self.wait_interval):
+                    await self._reported.wait()
+            except TimeoutError:
+                pass
 
     def _update(self, info: JobInfo) -> None:
         old, self.info = self.info, info
@@ -316,11 +327,8 @@ class SlurmSpawner(Spawner):
     async def poll(self) -> int | None:
         if self.job_id is None:
             return 0
-        self.queue.watch(self.job_id)
-        try:
-            status = await self.queue.status(self.job_id)
-        finally:
-            self.queue.unwatch(self.job_id)
+        self._watch()
+        status = await self.queue.status(self.job_id)
         if status is slurm.UNKNOWN:
             return None  # Slurm cannot be asked: the job is assumed to run on
         info = status if isinstance(status, JobInfo) else None
@@ -328,6 +336,7 @@ class SlurmSpawner(Spawner):
             self.info = info
             self._check_walltime()
             return None
+        self._unwatch()
         if self._exit_reason is None:
             self._exit_reason = await self._end_reason(info)
         return 0 if info is not None and info.state == "COMPLETED" else 1
@@ -386,27 +395,25 @@ class SlurmSpawner(Spawner):
         if self.uid is not None and self.uid != os.getuid():
             argv = [accounts.system_command("setpriv") or "setpriv", f"--reuid={self.uid}",
                     "--regid=" + str(_gid_of(self.uid)), "--init-groups", "--", *argv]
-        self.queue.watch(job_id)
-        try:
-            cancelled = False
-            while time.monotonic() < deadline:
-                if not cancelled:
-                    try:
-                        code, _, err = await slurm.run(argv, timeout=max(
-                            deadline - time.monotonic(), 1.0))
-                        cancelled = code == 0
-                        if code != 0:
-                            log.warning("scancel %s failed: %s", job_id, err.strip()[:300])
-                    except SlurmError as e:
-                        log.warning("scancel %s failed: %s", job_id, e)
-                status = await self.queue.status(job_id, max_age=0.0)
-                if status is slurm.GONE or (isinstance(status, JobInfo) and status.ended):
-                    return
-                await asyncio.sleep(0.2)
-            log.error("batch job %s of %r did not end within %g s of scancel", job_id, self,
-                      wait)
-        finally:
-            self.queue.unwatch(job_id)
+        self._watch()
+        cancelled = False
+        while time.monotonic() < deadline:
+            if not cancelled:
+                try:
+                    code, _, err = await slurm.run(argv, timeout=max(
+                        deadline - time.monotonic(), 1.0))
+                    cancelled = code == 0
+                    if code != 0:
+                        log.warning("scancel %s failed: %s", job_id, err.strip()[:300])
+                except SlurmError as e:
+                    log.warning("scancel %s failed: %s", job_id, e)
+            status = await self.queue.status(job_id, max_age=0.0)
+            if status is slurm.GONE or (isinstance(status, JobInfo) and status.ended):
+                self._unwatch()
+                return
+            await asyncio.sleep(0.2)
+        log.error("batch job %s of %r did not end within %g s of scancel", job_id, self,
+                  wait)
 
     async def progress(self) -> AsyncIterator[ProgressEvent]:
         last = ""
@@ -443,9 +450,11 @@ class SlurmSpawner(Spawner):
         self.port = port if isinstance(port, int) and not isinstance(port, bool) else None
         self.host = host if isinstance(host, str) and host else None
         if self.job_id is not None:
+            self._watch()
             self._changed.set()
 
     def clear_state(self) -> None:
+        self._unwatch()
         self.job_id = self.uid = self.host = self.port = None
         self.info = None
         self._reported.clear()
