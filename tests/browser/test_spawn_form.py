@@ -16,7 +16,7 @@ from playwright.sync_api import Page, expect
 from tests import unixaccounts
 from tests.browser.conftest import Console, Screenshots
 from tests.browser.test_browser import log_in, wait_for_lab
-from tests.hub.test_slurm import _cancel_jobs_of, _slurm_up, free_port, squeue
+from tests.hub.test_slurm import _cancel_jobs_of, _slurm_up, free_port, squeue, submit_filler
 from tests.hubproc import HubProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
@@ -105,3 +105,29 @@ def test_pick_a_profile_in_the_form(slurm_hub: HubProcess, page: Page,
     # The refused form's own 400 is the one error the console may show.
     assert [e for e in console.on("/hub/") if "status of 400" not in e] == []
     assert Path(screenshot.taken[0]).exists()
+
+
+@pytest.mark.timeout(300)
+def test_queued_start_shows_the_reason_and_cancels(slurm_hub: HubProcess, page: Page,
+                                                   screenshot: Screenshots,
+                                                   console: Console) -> None:
+    hub = slurm_hub
+    name, password = hub.new_user("bq")
+    fillers = submit_filler()
+    try:
+        log_in(page, hub, name, password)
+        page.goto(hub.url + "hub/spawn")
+        page.click("#start")  # the first profile, its defaults
+        page.wait_for_url(lambda url: "/hub/spawn-pending/" in url)
+        expect(page.locator("#progress-message")).to_contain_text("is queued (PENDING, reason:",
+                                                                  timeout=30_000)
+        screenshot(page, "queued")
+        job = hub.api("GET", f"/users/{name}").json()["servers"][""]["state"]["job_id"]
+        page.click("#cancel-start")
+        page.wait_for_url(lambda url: url.endswith("/hub/home"))
+        hub.wait_for(lambda: squeue(job) in ("", "CANCELLED"), timeout=30)
+        assert hub.api("GET", f"/users/{name}").json()["servers"] == {}
+        screenshot(page, "home-after-cancel")
+    finally:
+        subprocess.run(["scancel", *fillers], check=False, timeout=30)
+    assert console.on("/hub/") == []
