@@ -2,7 +2,8 @@
 
 Every ``interval`` seconds the :class:`ActivityReporter` reads the server's last activity
 (Jupyter Server's ``web_app.last_activity()``: start time, API requests, kernel and terminal
-activity) and, when it moved since the last successful report, sends::
+activity; *now* while a kernel is busy, see :func:`with_busy_kernels`) and, when it moved
+since the last successful report, sends::
 
     POST JUPYTERHUB_ACTIVITY_URL
     Authorization: token <JUPYTERHUB_API_TOKEN>
@@ -15,7 +16,7 @@ next tick; it never stops the server.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,7 @@ from tornado.ioloop import PeriodicCallback
 
 from singleuser.hubclient import HubClient, HubUnavailable
 
-__all__ = ["ActivityReporter", "activity_report", "isoformat"]
+__all__ = ["ActivityReporter", "activity_report", "isoformat", "with_busy_kernels"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,20 @@ def isoformat(when: datetime) -> str:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def with_busy_kernels(last_activity: Callable[[], datetime],
+                      kernels: Callable[[], Iterable[Mapping[str, Any]]]) -> Callable[[], datetime]:
+    """``last_activity``, except that while any kernel is busy it is now: a long computation
+    that prints nothing sends no messages, yet its server is in use and the hub's idle culler
+    must keep it. ``kernels()`` gives kernel models with ``execution_state``."""
+
+    def latest() -> datetime:
+        if any(k.get("execution_state") == "busy" for k in kernels()):
+            return datetime.now(UTC)
+        return last_activity()
+
+    return latest
 
 
 def activity_report(server_name: str, when: datetime) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from jupyter_server.utils import JupyterServerAuthWarning
 from traitlets import Bool
 from traitlets.config import Config
 
-from singleuser.activity import ActivityReporter
+from singleuser.activity import ActivityReporter, with_busy_kernels
 from singleuser.auth import HubIdentityProvider
 from singleuser.env import HubEnv
 from singleuser.hubclient import HubClient
@@ -114,7 +114,7 @@ class HimaliaServerApp(ServerApp):
                 self.hub_client,
                 env.activity_url,
                 env.server_name,
-                self.web_app.last_activity,
+                with_busy_kernels(self.web_app.last_activity, self.kernel_manager.list_kernels),
                 env.activity_interval,
             )
             self.activity.start()

@@ -7,8 +7,9 @@ On by default (one hour), as in The Littlest JupyterHub. Every ``cull_every`` se
    is the last time traffic went through it — HTTP requests and WebSocket frames both;
 2. takes, for each running server, the latest of: that route activity, the activity the server
    reported itself (``POST /users/NAME/activity``, stored as the server's ``last_activity``;
-   Jupyter Server counts API requests and kernel and terminal activity, so a server whose busy
-   kernel reports activity stays), and its start time;
+   ``himalia-singleuser`` reports API requests, kernel and terminal activity, and the current
+   time while a kernel is busy, so a long silent computation keeps its server), and its start
+   time;
 3. writes newer proxy activity back to the servers' and users' ``last_activity`` (so the REST
    API and the active-user metrics see browser traffic too), in one transaction;
 4. stops every server idle longer than ``cull_idle_timeout`` and, with ``cull_max_age``, every
