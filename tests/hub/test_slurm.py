@@ -374,3 +374,14 @@ def test_schema_per_group_and_last_choice(cluster: dict[str, Any]) -> None:
     assert got["last"] == {"profile": "staff", "partition": "debug", "walltime": 300}
     # A server never started with options preselects the latest choice.
     assert hub.api("GET", f"/users/{name}/server/options").json()["last"]["profile"] == "staff"
+
+
+def test_port_reports_need_the_servers_own_token(cluster: dict[str, Any]) -> None:
+    hub: HubProcess = cluster["hub"]
+    name = new_user(hub)
+    r = hub.api("POST", "/batchspawner", json={"port": 1234})  # the admin's token
+    assert r.status_code == 403
+    assert hub.api("POST", "/batchspawner", token=hub.make_token(name),
+                   json={"port": 1234}).status_code == 403
+    assert hub.api("POST", "/batchspawner", json={"port": 0}).status_code == 400
+    assert hub.api("POST", "/batchspawner", json={"port": "80"}).status_code == 400
