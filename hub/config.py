@@ -152,8 +152,10 @@ class Config:
     )
     services: list[dict[str, Any]] = setting(
         [],
-        "External services: tables {name, url, api_token, admin, display, info}; the token "
-        "(8+ characters) authenticates as the service.",
+        "Services: tables {name, url, api_token, admin, display, info, command, "
+        "environment}; the token (8+ characters) authenticates as the service. With a "
+        "command the hub runs the service, restarts it when it exits and stops it with "
+        "itself (see Managed services).",
         cli=False,
     )
     # --- who may log in (every authenticator) -----------------------------------------------

@@ -20,7 +20,9 @@ Anything invalid raises :class:`RBACError` with a message naming the offending e
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +90,9 @@ class Service:
     display: bool = True
     info: Mapping[str, Any] = field(default_factory=dict)
     api_token: str = field(default="", repr=False)  # plaintext from the config file
+    #: A managed service: the command the hub runs and keeps running, with extra environment.
+    command: tuple[str, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False)
     roles: tuple[str, ...] = ()
     scopes: frozenset[str] = frozenset()
 
@@ -189,7 +194,8 @@ def parse_services(raw: Sequence[Any]) -> list[Service]:
     out = []
     for i, entry in enumerate(raw):
         _check_keys(entry, f"services[{i}]", {"name": str, "url": str, "api_token": str,
-                                              "admin": bool, "display": bool, "info": dict})
+                                              "admin": bool, "display": bool, "info": dict,
+                                              "command": list, "environment": dict})
         name = entry["name"]
         if not SERVICE_NAME.match(name):
             raise RBACError(f"services[{i}]: invalid service name {name[:64]!r} (letters, "
@@ -201,9 +207,16 @@ def parse_services(raw: Sequence[Any]) -> list[Service]:
         if token and (len(token) < MIN_SERVICE_TOKEN or token != token.strip()):
             raise RBACError(f"service {name!r}: api_token must be at least "
                             f"{MIN_SERVICE_TOKEN} characters, without surrounding spaces")
+        command = entry.get("command", [])
+        env = entry.get("environment", {})
+        if not all(isinstance(x, str) for x in command) or \
+                not all(isinstance(v, str) for v in env.values()):
+            raise RBACError(f"service {name!r}: command and environment hold strings only")
+        if command and not token:
+            token = secrets.token_hex(32)  # a managed service gets one per hub start
         out.append(Service(name=name, url=url, admin=entry.get("admin", False),
                            display=entry.get("display", True), info=dict(entry.get("info", {})),
-                           api_token=token))
+                           api_token=token, command=tuple(command), environment=dict(env)))
     _unique([s.name for s in out], "service")
     tokens_seen = [s.api_token for s in out if s.api_token]
     if len(set(tokens_seen)) != len(tokens_seen):
@@ -357,8 +370,7 @@ def _with_scopes(service: Service, roles: Sequence[RoleSpec]) -> Service:
     for role in held:
         raw.extend(role.scopes)
     scopes = frozenset(sc.expand(raw))
-    return Service(service.name, service.url, service.admin, service.display, service.info,
-                   service.api_token, tuple(names), scopes)
+    return dataclasses.replace(service, roles=tuple(names), scopes=scopes)
 
 
 def _sync_service_tokens(session: Session, registry: Mapping[str, Service]) -> None:

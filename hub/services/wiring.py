@@ -21,7 +21,7 @@ from jsonschema.exceptions import SchemaError
 from hub.config import Config
 from hub.context import Foundation, HubContext
 from hub.db.database import transaction
-from hub.services import auth_state, plugins, profiles, rbac
+from hub.services import auth_state, managed, plugins, profiles, rbac
 from hub.services import scopes as sc
 from hub.services.culler import Culler
 from hub.services.local_spawner import LocalProcessSpawner
@@ -129,4 +129,5 @@ def start_loops(hub: HubContext) -> list[asyncio.Task[Any]]:
         asyncio.create_task(lag_loop(hub.metrics), name="loop-lag"),
         asyncio.create_task(hub.servers.poll_loop(), name="server-poll"),
         asyncio.create_task(hub.proxy_launcher.check_loop(hub.wanted_routes), name="proxy-check"),
+        *managed.supervise(hub.external_services, hub.config, hub.servers.hub_api_url),
     ]
