@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Longest pause between two checks when ``cull_every`` is 0 (a tenth of the timeout).
 MAX_DEFAULT_EVERY = 300.0
+#: Stops under way at once (as jupyterhub-idle-culler's default concurrency).
+CONCURRENCY = 10
 
 ServerKey = tuple[str, str]
 
@@ -160,7 +162,13 @@ class Culler:
         decisions = decide(self.config, running, utcnow())
         if not decisions:
             return []
-        await asyncio.gather(*(self._stop(d) for d in decisions))
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def stop(d: Decision) -> None:
+            async with limit:
+                await self._stop(d)
+
+        await asyncio.gather(*(stop(d) for d in decisions))
         if self.config.cull_users:
             self._remove_users({d.user for d in decisions})
         return decisions
