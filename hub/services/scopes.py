@@ -204,4 +204,6 @@ def builtin_overrides(admin_access: bool) -> dict[str, list[str]]:
     does not reach users' servers (JupyterHub's rule), whether by OAuth or by API token."""
     if admin_access:
         return {}
-    return {"admin": [s for s in BUILTIN_ROLES["admin"] if s != "access:servers"]}
+    # An admin's own servers stay theirs (JupyterHub's admins hold the user role too).
+    return {"admin": [s if s != "access:servers" else "access:servers!user"
+                      for s in BUILTIN_ROLES["admin"]]}
