@@ -100,8 +100,9 @@ def proxy_part(args: argparse.Namespace) -> list[str]:
         with ThreadPoolExecutor(2) as pool:
             for round_no in range(args.rounds):
                 pb.log(f"round {round_no + 1}/{args.rounds}: both proxies under load at once")
-                for target, result in zip((on, off), pool.map(
-                        lambda t: _load(runner, t), (on, off)), strict=True):
+                order = (on, off) if round_no % 2 == 0 else (off, on)  # who starts first
+                for target, result in zip(order, pool.map(
+                        lambda t: _load(runner, t), order), strict=True):
                     results[target.name].append(result)
         text = scrape(on)
     rps = {k: statistics.median(m["rps"] for m in v) for k, v in results.items()}

@@ -95,7 +95,7 @@ def log_request(handler: web.RequestHandler) -> None:
     """One access-log line per request, level by status; no query strings (tokens)."""
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    if status < 300 and handler.request.path.endswith(("/health", "/activity")):
+    if status < 300 and handler.request.path.endswith(("/health", "/activity", "/metrics")):
         level = logging.DEBUG
     if not access_log.isEnabledFor(level):
         return  # e.g. health checks below INFO: skip the formatting too
