@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.hubproc import HubProcess
+from tests.oidc_provider import OIDCProvider
 
 _ERROR_LOGS = pytest.StashKey["_ErrorRecords"]()
 
@@ -99,3 +100,14 @@ def make_hub(tmp_path: Path) -> Iterator[Callable[..., HubProcess]]:
     yield factory
     for proc in started:
         proc.cleanup()
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OIDCProvider]:
+    """A real OpenID Provider (the npm ``oidc-provider``) on loopback, for one test module;
+    it accepts the test hubs' callback on any 127.0.0.1 port."""
+    op = OIDCProvider(tmp_path_factory.mktemp("oidc"), "/my%20hub@x/hub/oauth_callback")
+    try:
+        yield op.start()
+    finally:
+        op.stop()

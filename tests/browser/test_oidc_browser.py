@@ -18,15 +18,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("oi
 
 
 @pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OIDCProvider]:
-    op = OIDCProvider(tmp_path_factory.mktemp("oidc"), "/my%20hub@x/hub/oauth_callback")
-    try:
-        yield op.start()
-    finally:
-        op.stop()
-
-
-@pytest.fixture(scope="module")
 def oidc_hub(provider: OIDCProvider, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[HubProcess]:
     cmd, args = mockserver.command("normal", 0.5)

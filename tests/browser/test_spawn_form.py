@@ -4,7 +4,6 @@ last choice is preselected next time. Needs Slurm (``scripts/slurm_up.sh``) and 
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,13 @@ from playwright.sync_api import Page, expect
 from tests import unixaccounts
 from tests.browser.conftest import Console, Screenshots
 from tests.browser.test_browser import log_in, wait_for_lab
-from tests.hub.test_slurm import _cancel_jobs_of, _slurm_up, free_port, squeue, submit_filler
+from tests.hub.test_slurm import (
+    _cancel_jobs_of,
+    make_slurm_hub,
+    require_slurm,
+    squeue,
+    submit_filler,
+)
 from tests.hubproc import HubProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
@@ -43,18 +48,10 @@ default = 60
 
 @pytest.fixture(scope="module")
 def slurm_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    unixaccounts.require_root()
-    if not _slurm_up():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Slurm is not running (scripts/test-setup.sh starts it)")
-        pytest.skip("Slurm is not running (bash scripts/slurm_up.sh)")
+    require_slurm()
     prefix = unixaccounts.unique_prefix()
     world = unixaccounts.world_dir()
-    config = world / "himalia.toml"
-    config.write_text(PROFILES)
-    hub = HubProcess(world / "data", extra_args=[
-        "--config", str(config), "--hub-port", str(free_port()), "--accounts", "create",
-        "--account-prefix", prefix, "--spawner", "slurm", "--slurm-bind-ip", "127.0.0.1"])
+    hub = make_slurm_hub(world, PROFILES, prefix)
     try:
         yield hub.start()
     finally:

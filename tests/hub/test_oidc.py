@@ -26,15 +26,6 @@ KEY = Fernet.generate_key().decode()
 JWT = re.compile(r"eyJ[\w-]{10,}\.")
 
 
-@pytest.fixture(scope="module")
-def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OIDCProvider]:
-    op = OIDCProvider(tmp_path_factory.mktemp("oidc"), "/my%20hub@x/hub/oauth_callback")
-    try:
-        yield op.start()
-    finally:
-        op.stop()
-
-
 def _env(provider: OIDCProvider) -> dict[str, str]:
     return {"HIMALIA_AUTHENTICATOR": "oidc", "HIMALIA_OIDC_ISSUER": provider.issuer,
             "HIMALIA_OIDC_CLIENT_ID": CLIENT_ID, "HIMALIA_OIDC_CLIENT_SECRET": CLIENT_SECRET,

@@ -106,23 +106,35 @@ def scancel(*job_ids: str) -> None:
     subprocess.run(["scancel", *job_ids], check=False, timeout=30)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[dict[str, Any]]:
+def require_slurm() -> None:
+    """Skip unless root and the test setup's Slurm is up (in CI: fail, it must be)."""
     unixaccounts.require_root()
     if not _slurm_up():
         if os.environ.get("CI") == "true":
             pytest.fail("Slurm is not running (scripts/test-setup.sh starts it)")
         pytest.skip("Slurm is not running (bash scripts/slurm_up.sh)")
+
+
+def make_slurm_hub(world: Path, profiles: str, prefix: str, *extra: str) -> HubProcess:
+    """A (not yet started) hub spawning Slurm jobs as accounts ``<prefix><name>``.
+
+    The hub port is fixed (free now) for the hub's life: jobs report to it across restarts.
+    """
+    config = world / "himalia.toml"
+    config.write_text(profiles)
+    return HubProcess(world / "data", extra_args=[
+        "--config", str(config), "--hub-port", str(free_port()), "--accounts", "create",
+        "--account-prefix", prefix, "--spawner", "slurm", "--slurm-bind-ip", "127.0.0.1",
+        *extra])
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, Any]]:
+    require_slurm()
     prefix = unixaccounts.unique_prefix()
     world = unixaccounts.world_dir()
-    config = world / "himalia.toml"
-    config.write_text(PROFILES)
-    # A fixed hub port (free now) for the module: jobs report to it across a hub restart.
-    hub = HubProcess(world / "data", extra_args=[
-        "--config", str(config), "--hub-port", str(free_port()),
-        "--accounts", "create", "--account-prefix", prefix, "--spawner", "slurm",
-        "--slurm-bind-ip", "127.0.0.1",
-        "--slurm-walltime-warning", "3600", "--spawn-http-timeout", "60"])
+    hub = make_slurm_hub(world, PROFILES, prefix,
+                    "--slurm-walltime-warning", "3600", "--spawn-http-timeout", "60")
     fillers: list[str] = []
     try:
         hub.start()
