@@ -3,7 +3,10 @@ decisions without sockets."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -95,6 +98,14 @@ def test_culling_can_be_turned_off(make_hub: Any, tmp_path: Any) -> None:
 
 
 # --- without sockets ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def socket_closed() -> Iterator[int]:
+    """A loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
 def _cfg(**kw: Any) -> config.Config:
     return config.Config().replace(**kw)
 
@@ -132,3 +143,58 @@ def test_route_activity() -> None:
     }
     assert culler.route_activity(routes) == {
         ("a", ""): datetime(2026, 1, 1, 10), ("a", "gpu"): datetime(2026, 1, 1, 10)}
+
+
+class _Servers:
+    """What the culler asks of the server manager, for a test without processes."""
+
+    def __init__(self, running: list[str]) -> None:
+        self.running = running
+        self.stopped: list[str] = []
+
+    def wanted_routes(self) -> dict[str, Any]:
+        from hub.services.proxy_client import Route
+
+        return {f"/user/{n}": Route("http://127.0.0.1:1", {"user": n, "server_name": ""})
+                for n in self.running}
+
+    async def stop(self, user: str, server: str = "") -> bool:
+        self.stopped.append(user)
+        self.running.remove(user)
+        return True
+
+    def state(self, user: str, server: str = "") -> Any:
+        from hub.services.lifecycle import State
+
+        return State.RUNNING if user in self.running else State.STOPPED
+
+
+async def test_unreachable_proxy_leaves_reported_activity(tmp_path: Any) -> None:
+    """Without the proxy's table the check uses what servers reported; cull_users removes
+    the idle owner."""
+    from typing import cast
+
+    from hub.db.database import make_engine, make_sessionmaker, transaction, upgrade
+    from hub.db.models import Server, User, utcnow
+    from hub.services.proxy_client import ProxyClient
+    from hub.services.servers import ServerManager
+
+    engine = make_engine(f"sqlite:///{tmp_path}/hub.sqlite")
+    upgrade(engine, backup=False)
+    db = make_sessionmaker(engine)
+    now = utcnow()
+    with transaction(db) as session:
+        for name, idle in (("old", timedelta(hours=2)), ("new", timedelta(minutes=1))):
+            session.add(Server(user=User(name=name), name="", lifecycle="running",
+                               started=now - timedelta(hours=3), last_activity=now - idle))
+    with socket_closed() as port:
+        proxy = ProxyClient(f"http://127.0.0.1:{port}", "token", timeout=2)
+        servers = _Servers(["old", "new"])
+        cull = culler.Culler(_cfg(cull_idle_timeout=3600.0, cull_users=True), db,
+                             cast(ServerManager, servers), proxy)
+        decisions = await cull.cull_once()
+    assert [(d.user, d.reason) for d in decisions] == [("old", "idle")]
+    assert servers.stopped == ["old"]
+    with transaction(db) as session:
+        assert [u.name for u in session.query(User)] == ["new"]
+    engine.dispose()
