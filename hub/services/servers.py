@@ -31,15 +31,14 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.config import Config
 from hub.db.database import transaction
-from hub.db.models import APIToken, OAuthClient, Server, User, utcnow
+from hub.db.models import OAuthClient, Server, User, utcnow
 from hub.services import lifecycle, tokens
 from hub.services.lifecycle import State
 from hub.services.metrics import HubMetrics
@@ -54,90 +53,30 @@ from hub.services.server_names import (
     server_token_scopes,
     url_base,
 )
+from hub.services.server_records import (
+    AlreadyRunning,
+    Failure,
+    NoSuchUser,
+    ServerError,
+    Slot,
+    StartFailed,
+    Stored,
+    TooManySpawns,
+    clear_row,
+    exit_reason_of,
+    is_final,
+    revoke_credentials,
+    server_row,
+)
 from hub.services.spawner import ProgressEvent, Spawner, SpawnerError, http_status
 
 log = logging.getLogger(__name__)
 
+__all__ = ["AlreadyRunning", "Failure", "NoSuchUser", "ServerError", "ServerManager",
+           "TooManySpawns"]
+
 #: Key the manager adds to the stored spawner state: the URL the proxy forwards to.
 TARGET_KEY = "target"
-
-
-class ServerError(Exception):
-    """Base of the manager's errors; ``str(e)`` is safe to show the user."""
-
-
-class NoSuchUser(ServerError, LookupError):
-    """The user does not exist."""
-
-
-class AlreadyRunning(ServerError):
-    """The server is already running, starting or stopping (``pending`` says which)."""
-
-    def __init__(self, message: str, pending: str | None) -> None:
-        super().__init__(message)
-        self.pending = pending
-
-
-class TooManySpawns(ServerError):
-    """``concurrent_spawn_limit`` servers are already starting; retry after ``retry_after`` s."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("Too many servers are starting right now; try again shortly")
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a start failed, or a server stopped by itself: ``message`` for its owner,
-    ``reason`` (a short code) for logs and metrics.
-
-    Failed starts: ``start_timeout``, ``http_timeout``, ``process_exited``, ``spawner_error``,
-    ``proxy_error``, ``cancelled`` (stopped while starting), ``interrupted`` (the hub restarted
-    during the start), ``error`` (unexpected). Stopped by itself: ``crashed`` (noticed by the
-    poll loop), ``gone`` (ended while the hub was down).
-    """
-
-    message: str
-    reason: str
-
-    def event(self) -> ProgressEvent:
-        return {"progress": 100, "failed": True, "message": self.message}
-
-
-class _Failed(Exception):
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.failure = Failure(message, reason)
-
-
-@dataclass(eq=False)
-class _Slot:
-    """What the manager knows about one (user, server) in memory."""
-
-    user: str
-    server: str
-    state: State = State.STOPPED
-    why: Failure | None = None  # set in ``failed``, and when it stopped by itself
-    spawner: Spawner | None = None
-    target: str | None = None
-    task: asyncio.Task[None] | None = None  # the start or stop under way
-    events: list[ProgressEvent] = field(default_factory=list)  # of the latest start
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def notify(self) -> None:
-        """Wake everyone waiting for a change (progress streams, wait_ready)."""
-        event, self.changed = self.changed, asyncio.Event()
-        event.set()
-
-    def emit(self, progress: int, message: str, **extra: Any) -> None:
-        last = self.events[-1]["progress"] if self.events else 0
-        self.events.append({"progress": max(progress, last), "message": message, **extra})
-        self.notify()
-
-    @property
-    def streaming(self) -> bool:
-        """The latest start's progress stream has not ended yet."""
-        return bool(self.events) and not _final(self.events[-1])
 
 
 StopCallback = Callable[[str, str, str], None]
@@ -165,7 +104,7 @@ class ServerManager:
         self.proxy = proxy
         self.spawner_class = spawner_class
         self._hub_url = hub_url
-        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._slots: dict[tuple[str, str], Slot] = {}
         #: Called as ``cb(user, server, reason)`` whenever a server that ran has stopped
         #: (reason ``stop``, ``crashed``, ``gone`` — found dead at hub start).
         self.on_stopped: list[StopCallback] = []
@@ -229,11 +168,11 @@ class ServerManager:
             if slot.state is State.RUNNING and slot.target
         }
 
-    def _route(self, slot: _Slot) -> str:
+    def _route(self, slot: Slot) -> str:
         return route_path(self.config.base_url, slot.user, slot.server)
 
     @staticmethod
-    def _route_data(slot: _Slot) -> dict[str, Any]:
+    def _route_data(slot: Slot) -> dict[str, Any]:
         return {"user": slot.user, "server_name": slot.server, "jupyterhub": True}
 
     def _make_spawner(self, user: str, server: str, options: Mapping[str, Any]) -> Spawner:
@@ -241,7 +180,7 @@ class ServerManager:
                                   user_options=options)
 
     # --- the one place a state changes ---------------------------------------------------
-    def _enter(self, slot: _Slot, state: State, why: Failure | None = None,
+    def _enter(self, slot: Slot, state: State, why: Failure | None = None,
                update: RowUpdate | None = None) -> None:
         """Move ``slot`` to ``state`` (checked against the allowed transitions), store the
         state and ``why`` in its row (plus ``update``, in the same transaction), wake waiters."""
@@ -250,7 +189,7 @@ class ServerManager:
         slot.state, slot.why = state, why
         slot.notify()
         with transaction(self.db) as session:
-            row = _server_row(session, slot.user, slot.server)
+            row = server_row(session, slot.user, slot.server)
             if row is None:
                 return  # removed meanwhile (a deleted user)
             row.lifecycle = state.value
@@ -284,7 +223,7 @@ class ServerManager:
         token = self._prepare(user, server, options)  # raises NoSuchUser before any change
         spawner = self._make_spawner(user, server, options)
         spawner.api_token = token
-        slot = _Slot(user, server, state=State.REQUESTED, spawner=spawner)
+        slot = Slot(user, server, state=State.REQUESTED, spawner=spawner)
         self._slots[key] = slot
         slot.emit(0, "Server requested")
         slot.task = asyncio.ensure_future(self._run_spawn(slot, spawner))
@@ -316,14 +255,14 @@ class ServerManager:
             owner = session.scalar(select(User).where(User.name == user))
             if owner is None:
                 raise NoSuchUser(f"No such user: {user}")
-            row = _server_row(session, user, server)
+            row = server_row(session, user, server)
             if row is None:
                 row = Server(user=owner, name=server)
                 session.add(row)
             row.user_options, row.state, row.started, row.url = options, {}, None, None
             row.lifecycle, row.stop_reason, row.stop_message = State.REQUESTED.value, None, None
             session.flush()
-            _revoke(session, row.id, cid)  # leftovers of an earlier run
+            revoke_credentials(session, row.id, cid)  # leftovers of an earlier run
             token, _ = tokens.create(
                 session, user_id=owner.id, kind="server", server_id=row.id,
                 scopes=server_token_scopes(user, server),
@@ -337,7 +276,7 @@ class ServerManager:
             ))
         return token
 
-    async def _run_spawn(self, slot: _Slot, spawner: Spawner, resume: bool = False) -> None:
+    async def _run_spawn(self, slot: Slot, spawner: Spawner, resume: bool = False) -> None:
         """The start task: launch (unless ``resume``: the process exists), then finish; on any
         failure clean up and end ``failed``. :meth:`stop` cancels it (after ``stopping``)."""
         try:
@@ -348,13 +287,13 @@ class ServerManager:
             await self._abort(slot, Failure("The server was stopped before it was ready",
                                             "cancelled"))
             raise
-        except _Failed as e:
+        except StartFailed as e:
             await self._abort(slot, e.failure)
         except Exception:
             log.exception("starting %s failed", label(slot.user, slot.server))
             await self._abort(slot, Failure("Spawn failed: an internal error occurred", "error"))
 
-    async def _launch(self, slot: _Slot, spawner: Spawner) -> None:
+    async def _launch(self, slot: Slot, spawner: Spawner) -> None:
         """``starting``: the spawner's start, within ``spawn_start_timeout``."""
         cfg = self.config
         if slot.state is not State.STARTING:  # else: a start resumed after a hub restart
@@ -371,16 +310,16 @@ class ServerManager:
                 async with asyncio.timeout(timeout):
                     target = await spawner.start()
             except TimeoutError:
-                raise _Failed(f"Spawn failed: the server did not start within "
+                raise StartFailed(f"Spawn failed: the server did not start within "
                               f"{timeout:g} seconds", "start_timeout") from None
             except SpawnerError as e:
-                raise _Failed(f"Spawn failed: {e}", "spawner_error") from None
+                raise StartFailed(f"Spawn failed: {e}", "spawner_error") from None
             slot.target = target
             self._save_state(slot, spawner)  # findable by a restarted hub from now on
         finally:
             forward.cancel()
 
-    async def _finish_start(self, slot: _Slot, spawner: Spawner) -> None:
+    async def _finish_start(self, slot: Slot, spawner: Spawner) -> None:
         """Readiness, the route, then ``running``."""
         target = slot.target
         assert target is not None
@@ -391,7 +330,8 @@ class ServerManager:
             await self.proxy.add_route(self._route(slot), target, self._route_data(slot))
         except ProxyError as e:
             log.error("adding the route of %s failed: %s", label(slot.user, slot.server), e)
-            raise _Failed("Spawn failed: the proxy could not be updated", "proxy_error") from None
+            raise StartFailed("Spawn failed: the proxy could not be updated",
+                              "proxy_error") from None
         url = spawner.prefix
         if slot.state is State.STOPPING:
             # A stop() arrived but its cancellation was swallowed on the way (an inner
@@ -407,7 +347,7 @@ class ServerManager:
         log.info("%s is ready at %s", label(slot.user, slot.server), url)
         slot.emit(100, f"Server ready at {url}", ready=True, url=url)
 
-    async def _forward_progress(self, slot: _Slot, spawner: Spawner) -> None:
+    async def _forward_progress(self, slot: Slot, spawner: Spawner) -> None:
         try:
             async for event in spawner.progress():
                 progress = min(max(int(event.get("progress", 0)), 1), 89)
@@ -417,7 +357,7 @@ class ServerManager:
         except Exception:
             log.warning("progress of %r failed", spawner, exc_info=True)
 
-    async def _wait_http(self, slot: _Slot, spawner: Spawner, target: str) -> None:
+    async def _wait_http(self, slot: Slot, spawner: Spawner, target: str) -> None:
         """Until ``GET <target><prefix>api`` answers below 500; fail if the process exits."""
         timeout = self.config.spawn_http_timeout
         deadline = time.monotonic() + timeout
@@ -426,11 +366,11 @@ class ServerManager:
         while True:
             status = await spawner.poll()
             if status is not None:
-                raise _Failed(f"Spawn failed: the server exited during start-up (status "
+                raise StartFailed(f"Spawn failed: the server exited during start-up (status "
                               f"{status}); see its log", "process_exited")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _Failed(f"Spawn failed: the server did not answer within {timeout:g} "
+                raise StartFailed(f"Spawn failed: the server did not answer within {timeout:g} "
                               "seconds", "http_timeout")
             code = await http_status(url, min(remaining, 10.0))
             if code is not None and code < 500:
@@ -438,7 +378,7 @@ class ServerManager:
             await asyncio.sleep(min(delay, max(remaining, 0)))
             delay = min(delay * 1.5, 0.5)
 
-    async def _abort(self, slot: _Slot, failure: Failure) -> None:
+    async def _abort(self, slot: Slot, failure: Failure) -> None:
         """Undo a failed or cancelled start completely (``stopping``), then ``failed``."""
         log.warning("start of %s failed (%s): %s", label(slot.user, slot.server),
                     failure.reason, failure.message)
@@ -448,7 +388,7 @@ class ServerManager:
             await self._teardown(slot, now=True)
         except Exception:
             log.exception("cleaning up after %s failed", label(slot.user, slot.server))
-        self._enter(slot, State.FAILED, failure, update=_clear_row)
+        self._enter(slot, State.FAILED, failure, update=clear_row)
         slot.events.append(failure.event())
         slot.notify()
 
@@ -473,7 +413,7 @@ class ServerManager:
         done, _ = await asyncio.wait({task}, timeout=timeout)
         return bool(done)
 
-    def _begin_stop(self, slot: _Slot, reason: str, why: Failure | None = None) -> None:
+    def _begin_stop(self, slot: Slot, reason: str, why: Failure | None = None) -> None:
         """``running → stopping``; the stop runs in ``slot.task``."""
         self._enter(slot, State.STOPPING, why)
         slot.task = asyncio.ensure_future(self._run_stop(slot, reason))
@@ -481,7 +421,7 @@ class ServerManager:
     async def _stop_unknown(self, user: str, server: str) -> None:
         """A server with nothing under way: stop whatever its stored state still names."""
         with transaction(self.db) as session:
-            row = _server_row(session, user, server)
+            row = server_row(session, user, server)
             state = dict(row.state or {}) if row is not None else {}
         if state:
             spawner = self._make_spawner(user, server, {})
@@ -491,18 +431,18 @@ class ServerManager:
             except Exception:
                 log.exception("stopping %s from its stored state failed", label(user, server))
         with transaction(self.db) as session:
-            row = _server_row(session, user, server)
+            row = server_row(session, user, server)
             if row is not None:
-                _clear_row(session, row)
+                clear_row(session, row)
 
-    async def _run_stop(self, slot: _Slot, reason: str) -> None:
+    async def _run_stop(self, slot: Slot, reason: str) -> None:
         """The stop task: tear down, then ``stopped`` (keeping why it stopped by itself)."""
         try:
             await self._teardown(slot, now=False)
         except Exception:
             log.exception("stopping %s failed", label(slot.user, slot.server))
             self.metrics.stop_failed((slot.user, slot.server))
-        self._enter(slot, State.STOPPED, slot.why, update=_clear_row)
+        self._enter(slot, State.STOPPED, slot.why, update=clear_row)
         slot.task = None
         log.info("%s stopped (%s)", label(slot.user, slot.server), reason)
         for callback in self.on_stopped:
@@ -511,9 +451,9 @@ class ServerManager:
             except Exception:
                 log.exception("on_stopped callback failed")
 
-    async def _teardown(self, slot: _Slot, now: bool) -> None:
+    async def _teardown(self, slot: Slot, now: bool) -> None:
         """Route, then process — the process is stopped even if the proxy failed. The row and
-        tokens are cleared by the caller's final transition (:func:`_clear_row`)."""
+        tokens are cleared by the caller's final transition (:func:`clear_row`)."""
         try:
             await self.proxy.delete_route(self._route(slot))
         except ProxyError as e:
@@ -539,9 +479,9 @@ class ServerManager:
             raise ServerError("The default server cannot be removed")
         await self.stop(user, server)
         with transaction(self.db) as session:
-            row = _server_row(session, user, server)
+            row = server_row(session, user, server)
             if row is not None:
-                _revoke(session, row.id, client_id(user, server))
+                revoke_credentials(session, row.id, client_id(user, server))
                 session.delete(row)
         self._slots.pop((user, server), None)
 
@@ -569,7 +509,7 @@ class ServerManager:
                 event = events[index]
                 index += 1
                 yield event
-                if _final(event):
+                if is_final(event):
                     return
             await changed.wait()
 
@@ -591,7 +531,7 @@ class ServerManager:
             self.metrics.polled(time.monotonic() - began, status is None)
             if status is None or slot.state is not State.RUNNING:  # a stop began meanwhile
                 continue
-            why = Failure(_exit_reason(spawner) or
+            why = Failure(exit_reason_of(spawner) or
                           f"the server stopped unexpectedly (exit status {status})", "crashed")
             log.warning("%s exited unexpectedly (status %s): %s", label(slot.user, slot.server),
                         status, why.message)
@@ -614,7 +554,7 @@ class ServerManager:
         """At hub start: resume every stored state (see :meth:`_reattach_one`)."""
         with transaction(self.db) as session:
             rows = [
-                _Stored(row.user.name, row.name, lifecycle.parse(row.lifecycle),
+                Stored(row.user.name, row.name, lifecycle.parse(row.lifecycle),
                         dict(row.state or {}), dict(row.user_options or {}),
                         Failure(row.stop_message, row.stop_reason or "error")
                         if row.stop_message else None)
@@ -623,19 +563,19 @@ class ServerManager:
             ]
         await asyncio.gather(*(self._reattach_one(stored) for stored in rows))
 
-    async def _reattach_one(self, stored: _Stored) -> None:
+    async def _reattach_one(self, stored: Stored) -> None:
         """Running and alive → adopted; starting and alive → the start goes on; stopped or
         failed → the reason is kept; the rest (dead, or stopping) → stopped and cleaned up."""
         user, server = stored.user, stored.server
         if stored.state.down and not stored.state_dict:
-            self._slots[(user, server)] = _Slot(user, server, state=stored.state, why=stored.why)
+            self._slots[(user, server)] = Slot(user, server, state=stored.state, why=stored.why)
             return
         spawner = self._make_spawner(user, server, stored.options)
         target = stored.state_dict.get(TARGET_KEY)
         resumable = stored.state in (State.RUNNING, State.STARTING) and isinstance(target, str)
         # Held in its stored state, so that what follows is a checked transition; a stopped row
         # that still names a process (a start cut short by an older hub) is, in effect, stopping.
-        slot = _Slot(user, server, spawner=spawner,
+        slot = Slot(user, server, spawner=spawner,
                      state=State.STOPPING if stored.state.down else stored.state,
                      target=target if isinstance(target, str) else None)
         self._slots[(user, server)] = slot
@@ -664,13 +604,13 @@ class ServerManager:
             return
         await self._reattach_dead(slot, stored, spawner)
 
-    async def _reattach_dead(self, slot: _Slot, stored: _Stored, spawner: Spawner) -> None:
+    async def _reattach_dead(self, slot: Slot, stored: Stored, spawner: Spawner) -> None:
         """A stored server whose process is gone (or a stop or start the hub never finished):
         stop what is left, clean up, and keep why."""
         user, server = slot.user, slot.server
         if stored.state is State.RUNNING:
             log.warning("%s ended while the hub was down; cleaning up", label(user, server))
-            why = Failure(_exit_reason(spawner) or "the server stopped while the hub was down",
+            why = Failure(exit_reason_of(spawner) or "the server stopped while the hub was down",
                           "gone")
             self._enter(slot, State.STOPPING, why)
             await self._run_stop(slot, "gone")
@@ -685,57 +625,13 @@ class ServerManager:
         if stored.state.pending == "spawn":
             why = Failure("Spawn failed: the hub restarted while the server was starting",
                           "interrupted")
-            self._enter(slot, State.FAILED, why, update=_clear_row)
+            self._enter(slot, State.FAILED, why, update=clear_row)
         else:
-            self._enter(slot, State.STOPPED, stored.why, update=_clear_row)
+            self._enter(slot, State.STOPPED, stored.why, update=clear_row)
 
     # --- database ------------------------------------------------------------------------
-    def _save_state(self, slot: _Slot, spawner: Spawner) -> None:
+    def _save_state(self, slot: Slot, spawner: Spawner) -> None:
         with transaction(self.db) as session:
-            row = _server_row(session, slot.user, slot.server)
+            row = server_row(session, slot.user, slot.server)
             if row is not None:
                 row.state = {**spawner.get_state(), TARGET_KEY: slot.target}
-
-
-@dataclass(frozen=True)
-class _Stored:
-    """A ``servers`` row as :meth:`ServerManager.reattach` reads it."""
-
-    user: str
-    server: str
-    state: State
-    state_dict: dict[str, Any]
-    options: dict[str, Any]
-    why: Failure | None
-
-
-def _final(event: ProgressEvent) -> bool:
-    return bool(event.get("ready") or event.get("failed"))
-
-
-def _exit_reason(spawner: Spawner) -> str | None:
-    """The spawner's explanation of why its server ended, if it has one (never raises)."""
-    try:
-        return spawner.exit_reason()
-    except Exception:
-        log.exception("exit_reason of %r failed", spawner)
-        return None
-
-
-def _server_row(session: Session, user: str, server: str) -> Server | None:
-    return session.scalar(
-        select(Server).join(Server.user).where(User.name == user, Server.name == server)
-    )
-
-
-def _clear_row(session: Session, row: Server) -> None:
-    """Stopped in the database: no start time, URL or spawner state; token and client revoked."""
-    row.started, row.url, row.state = None, None, {}
-    _revoke(session, row.id, client_id(row.user.name, row.name))
-
-
-def _revoke(session: Session, server_id: int, cid: str) -> None:
-    """Delete the server's API tokens (the hub's identity cache sees it) and OAuth client."""
-    session.execute(delete(APIToken).where(APIToken.server_id == server_id,
-                                           APIToken.kind == "server"))
-    session.execute(delete(OAuthClient).where(OAuthClient.identifier == cid))
