@@ -25,8 +25,10 @@ class FormHandler(BaseHandler):
 
     #: Most bytes of form kept; a bigger form is answered 413.
     form_limit = 64 * 1024
-    #: Most bytes read from one request at all (the excess of a too-big form is discarded).
-    drain_limit = 1 << 20
+    #: Most bytes read from one request at all (the excess of a too-big form is read and
+    #: discarded, never kept, so that the answer arrives: closing with unread data resets the
+    #: connection, which can destroy the answer in flight).
+    drain_limit = 4 << 20
 
     _too_large = False
     _xsrf_due = False
