@@ -88,7 +88,8 @@ def test_crash_is_noticed_and_user_can_start_again(make_hub: Callable[..., HubPr
     _start(hub, name)
     pid = hub.api("GET", f"/users/{name}").json()["servers"][""]["state"]["pid"]
     os.killpg(pid, signal.SIGKILL)
-    hub.wait_for(lambda: hub.api("GET", f"/users/{name}").json()["server"] is None, timeout=30)
+    # Fully stopped (route removed too), not just no longer ready.
+    hub.wait_for(lambda: hub.api("GET", f"/users/{name}").json()["servers"] == {}, timeout=30)
     # the user's API call now gets 424, never a redirect loop
     r = requests.get(hub.url + f"user/{name}/api/contents", timeout=10, allow_redirects=False)
     assert r.status_code == 424 and r.json()["status"] == 424
