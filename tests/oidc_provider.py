@@ -111,3 +111,16 @@ def sign_in(s: requests.Session, start_url: str, username: str, stop_at: str) ->
             continue
         raise AssertionError(f"unexpected {r.status_code} at {url}: {r.text[:300]}")
     raise AssertionError("too many redirects")
+
+
+def hub_env(provider: OIDCProvider, scopes: str = "openid,profile,email,groups"
+            ) -> dict[str, str]:
+    """``HIMALIA_*`` settings for a hub signing in with ``provider`` and running the tests'
+    tiny server (fast to start)."""
+    from tests.hub import mockserver
+
+    cmd, args = mockserver.command("normal", 0.5)
+    return {"HIMALIA_AUTHENTICATOR": "oidc", "HIMALIA_OIDC_ISSUER": provider.issuer,
+            "HIMALIA_OIDC_CLIENT_ID": CLIENT_ID, "HIMALIA_OIDC_CLIENT_SECRET": CLIENT_SECRET,
+            "HIMALIA_OIDC_SCOPES": scopes, "HIMALIA_OIDC_LOGIN_SERVICE": "Test IdP",
+            "HIMALIA_SINGLEUSER_CMD": ",".join(cmd), "HIMALIA_SINGLEUSER_ARGS": ",".join(args)}

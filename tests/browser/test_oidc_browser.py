@@ -10,9 +10,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import Console, Screenshots
-from tests.hub import mockserver
 from tests.hubproc import HubProcess
-from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, OIDCProvider
+from tests.oidc_provider import OIDCProvider, hub_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("oidc-browser")]
 
@@ -20,12 +19,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("oi
 @pytest.fixture(scope="module")
 def oidc_hub(provider: OIDCProvider, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[HubProcess]:
-    cmd, args = mockserver.command("normal", 0.5)
-    env = {"HIMALIA_AUTHENTICATOR": "oidc", "HIMALIA_OIDC_ISSUER": provider.issuer,
-           "HIMALIA_OIDC_CLIENT_ID": CLIENT_ID, "HIMALIA_OIDC_CLIENT_SECRET": CLIENT_SECRET,
-           "HIMALIA_OIDC_SCOPES": "openid,profile,groups",
-           "HIMALIA_OIDC_LOGIN_SERVICE": "Test IdP",
-           "HIMALIA_SINGLEUSER_CMD": ",".join(cmd), "HIMALIA_SINGLEUSER_ARGS": ",".join(args)}
+    env = hub_env(provider, scopes="openid,profile,groups")
     proc = HubProcess(tmp_path_factory.mktemp("oidchub"), env=env)
     try:
         yield proc.start()

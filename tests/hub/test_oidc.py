@@ -17,32 +17,22 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
-from tests.hub import mockserver
 from tests.hubproc import HubProcess
-from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, OIDCProvider, sign_in
+from tests.oidc_provider import CLIENT_SECRET, OIDCProvider, hub_env, sign_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("oidc")]
 KEY = Fernet.generate_key().decode()
 JWT = re.compile(r"eyJ[\w-]{10,}\.")
 
 
-def _env(provider: OIDCProvider) -> dict[str, str]:
-    return {"HIMALIA_AUTHENTICATOR": "oidc", "HIMALIA_OIDC_ISSUER": provider.issuer,
-            "HIMALIA_OIDC_CLIENT_ID": CLIENT_ID, "HIMALIA_OIDC_CLIENT_SECRET": CLIENT_SECRET,
-            "HIMALIA_OIDC_SCOPES": "openid,profile,email,groups",
-            "HIMALIA_OIDC_LOGIN_SERVICE": "Test IdP"}
-
-
 @pytest.fixture(scope="module")
 def hub(provider: OIDCProvider, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[HubProcess]:
-    cmd, args = mockserver.command("normal", 0.5)
-    env = {**_env(provider),
+    env = {**hub_env(provider),
            "HIMALIA_ALLOWED_GROUPS": "gpu,staff", "HIMALIA_ADMIN_GROUPS": "hub-admins",
            "HIMALIA_MANAGE_GROUPS": "1", "HIMALIA_AUTH_STATE_KEY": KEY,
            "HIMALIA_LOGIN_MAX_FAILURES": "100", "HIMALIA_OIDC_USERINFO": "1",
-           "HIMALIA_SPAWNER": "tests.hub.authstate_spawner:AuthStateSpawner",
-           "HIMALIA_SINGLEUSER_CMD": ",".join(cmd), "HIMALIA_SINGLEUSER_ARGS": ",".join(args)}
+           "HIMALIA_SPAWNER": "tests.hub.authstate_spawner:AuthStateSpawner"}
     proc = HubProcess(tmp_path_factory.mktemp("oidchub"), env=env)
     try:
         yield proc.start()
@@ -241,7 +231,7 @@ def test_unreachable_provider_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_failed_callbacks_are_throttled(provider: OIDCProvider,
                                         make_hub: Callable[..., HubProcess]) -> None:
-    small = make_hub(env={**_env(provider), "HIMALIA_LOGIN_MAX_FAILURES": "2"})
+    small = make_hub(env={**hub_env(provider), "HIMALIA_LOGIN_MAX_FAILURES": "2"})
     statuses = [requests.get(small.url + "hub/oauth_callback?code=x&state=y",
                              allow_redirects=False, timeout=10).status_code for _ in range(3)]
     assert statuses == [400, 400, 429]
